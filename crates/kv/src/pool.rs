@@ -1,0 +1,170 @@
+//! The block pool: every physical block's ref count and fill level, the free queue, and
+//! the prefix cache. Mechanism only; which sequence holds which block is the manager's
+//! business (`block_manager.rs`).
+//!
+//! Invariants kept here (checked by `BlockManager::check_invariants`):
+//! - a block is in the free queue iff its ref count is 0;
+//! - `tokens_stored` is the sum of `filled` over blocks with ref count > 0;
+//! - `cached_free` counts blocks in the free queue that still hold a prefix-cache entry.
+
+use crate::block_table::ChainLink;
+use crate::free_queue::FreeQueue;
+use crate::ids::TokenId;
+use crate::prefix::PrefixCache;
+
+/// Per-block bookkeeping, 8 bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BlockMeta {
+    pub(crate) ref_count: u32,
+    /// Token slots written, `0..=block_size`.
+    pub(crate) filled: u16,
+    /// Handed out at least once before (for the block reuse rate).
+    pub(crate) reused: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Pool {
+    pub(crate) meta: Vec<BlockMeta>,
+    pub(crate) free: FreeQueue,
+    pub(crate) cache: Option<PrefixCache>,
+    pub(crate) cached_free: usize,
+    pub(crate) tokens_stored: usize,
+    pub(crate) peak_used: usize,
+    pub(crate) allocations: u64,
+    pub(crate) reused_allocations: u64,
+    pub(crate) frees: u64,
+    pub(crate) cow_copies: u64,
+}
+
+impl Pool {
+    pub(crate) fn new(num_blocks: usize, block_size: usize, prefix_caching: bool) -> Self {
+        Self {
+            meta: vec![BlockMeta::default(); num_blocks],
+            free: FreeQueue::full(num_blocks),
+            cache: prefix_caching.then(|| PrefixCache::new(num_blocks, block_size)),
+            cached_free: 0,
+            tokens_stored: 0,
+            peak_used: 0,
+            allocations: 0,
+            reused_allocations: 0,
+            frees: 0,
+            cow_copies: 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn num_blocks(&self) -> usize {
+        self.meta.len()
+    }
+
+    #[inline]
+    pub(crate) fn used(&self) -> usize {
+        self.meta.len() - self.free.len()
+    }
+
+    #[inline]
+    fn note_used(&mut self) {
+        self.peak_used = self.peak_used.max(self.used());
+    }
+
+    /// Takes the least recently freed block, evicting its cache entry if it has one.
+    /// The caller has checked that the queue is not empty.
+    #[inline]
+    pub(crate) fn take(&mut self) -> u32 {
+        let b = self.free.pop_front().expect("caller checked free blocks");
+        if let Some(c) = &mut self.cache {
+            if c.is_cached(b) {
+                c.evict(b);
+                self.cached_free -= 1;
+            }
+        }
+        let m = &mut self.meta[b as usize];
+        self.allocations += 1;
+        if m.reused {
+            self.reused_allocations += 1;
+        }
+        *m = BlockMeta {
+            ref_count: 1,
+            filled: 0,
+            reused: true,
+        };
+        self.note_used();
+        b
+    }
+
+    /// Adds a holder to `b`; revives it from the free queue if it was a cached free block.
+    #[inline]
+    pub(crate) fn share(&mut self, b: u32) {
+        let m = &mut self.meta[b as usize];
+        m.ref_count += 1;
+        if m.ref_count == 1 {
+            self.tokens_stored += usize::from(m.filled);
+            self.free.remove(b);
+            if self.cache.as_ref().is_some_and(|c| c.is_cached(b)) {
+                self.cached_free -= 1;
+            }
+            self.note_used();
+        }
+    }
+
+    /// Drops one holder of `b`; at zero the block returns to the free queue: to the back
+    /// (evicted last) if it holds a cache entry, else to the front (reused first, since
+    /// its contents are worth nothing).
+    #[inline]
+    pub(crate) fn release(&mut self, b: u32) {
+        let m = &mut self.meta[b as usize];
+        debug_assert!(m.ref_count > 0);
+        m.ref_count -= 1;
+        if m.ref_count == 0 {
+            self.tokens_stored -= usize::from(m.filled);
+            self.frees += 1;
+            if self.cache.as_ref().is_some_and(|c| c.is_cached(b)) {
+                self.cached_free += 1;
+                self.free.push_back(b);
+            } else {
+                self.free.push_front(b);
+            }
+        }
+    }
+
+    /// Writes token `t` into slot `slot` of `b` (which holds exactly `slot` tokens).
+    #[inline]
+    pub(crate) fn write(&mut self, b: u32, slot: usize, t: TokenId) {
+        let m = &mut self.meta[b as usize];
+        debug_assert_eq!(usize::from(m.filled), slot);
+        m.filled += 1;
+        self.tokens_stored += 1;
+        if let Some(c) = &mut self.cache {
+            c.set_token(b, slot, t);
+        }
+    }
+
+    /// Gives `dst` (just taken) the contents of `src`.
+    pub(crate) fn copy(&mut self, src: u32, dst: u32) {
+        let filled = self.meta[src as usize].filled;
+        self.meta[dst as usize].filled = filled;
+        self.tokens_stored += usize::from(filled);
+        if let Some(c) = &mut self.cache {
+            c.copy_tokens(src, dst);
+        }
+        self.cow_copies += 1;
+    }
+
+    /// Registers full block `b` after `parent` in the prefix cache (if on).
+    pub(crate) fn register(&mut self, b: u32, parent: ChainLink) -> Option<ChainLink> {
+        let c = self.cache.as_mut()?;
+        let (link, displaced) = c.register(b, parent);
+        if let Some(d) = displaced {
+            if self.meta[d as usize].ref_count == 0 {
+                self.cached_free -= 1;
+            }
+        }
+        Some(link)
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.meta.capacity() * std::mem::size_of::<BlockMeta>()
+            + self.free.heap_bytes()
+            + self.cache.as_ref().map_or(0, PrefixCache::heap_bytes)
+    }
+}
