@@ -192,3 +192,58 @@ impl PrefixCache {
             + self.map.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_with(tokens: &[&[TokenId]]) -> PrefixCache {
+        let mut c = PrefixCache::new(tokens.len(), 2);
+        for (b, t) in tokens.iter().enumerate() {
+            for (i, &x) in t.iter().enumerate() {
+                c.set_token(b as u32, i, x);
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn a_hash_collision_is_a_miss() {
+        let mut c = cache_with(&[&[1, 2], &[3, 4]]);
+        let (link, _) = c.register(0, ROOT);
+        assert_eq!(c.lookup(ROOT, &[1, 2]).map(|x| x.0), Some(0));
+        // Forge a collision: the key of prompt [7, 8] points at block 0, which holds [1, 2].
+        c.map.insert(chain_hash(ROOT.hash, &[7, 8]), 0);
+        assert_eq!(c.lookup(ROOT, &[7, 8]), None);
+        // A child registered under a parent generation that is not the one matched is a
+        // miss as well, even with equal tokens and hash.
+        let stale = ChainLink {
+            hash: link.hash,
+            generation: link.generation + 100,
+        };
+        c.register(1, stale);
+        assert_eq!(c.lookup(link, &[3, 4]), None);
+        assert_eq!(c.lookup(stale, &[3, 4]).map(|x| x.0), Some(1));
+    }
+
+    #[test]
+    fn latest_wins_over_an_entry_that_does_not_verify() {
+        let mut c = cache_with(&[&[3, 4], &[3, 4]]);
+        let parent_a = ChainLink {
+            hash: 5,
+            generation: 10,
+        };
+        c.register(0, parent_a);
+        // Same parent hash and tokens, different parent generation (the parent was
+        // recomputed): block 1 replaces block 0's entry.
+        let parent_b = ChainLink {
+            hash: 5,
+            generation: 11,
+        };
+        let (link, displaced) = c.register(1, parent_b);
+        assert_eq!(displaced, Some(0));
+        assert!(!c.is_cached(0));
+        assert_eq!(c.lookup(parent_b, &[3, 4]), Some((1, link)));
+        c.check().unwrap();
+    }
+}
