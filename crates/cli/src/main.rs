@@ -1,1 +1,44 @@
-fn main() {}
+//! `pagedattn`: PagedAttention on the CPU — benchmarks, generation, serving.
+
+mod bench_kv;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "pagedattn", version, about = "PagedAttention on the CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Block manager vs contiguous allocator on a synthetic serving workload (no model).
+    Kv(bench_kv::KvArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Bench { which } => match which {
+            Bench::Kv(args) => bench_kv::run(args),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,129 @@
-fn main() {}
+//! Mirrors the seed's `BlockManagerBenchmarks`: allocate one block, allocate n blocks,
+//! free one block, free a sequence's blocks, read stats — over pool sizes 100 .. 5000 and
+//! 1,000,000 (to show the operations do not grow with the pool).
+//!
+//! Every timed loop measures the operation itself: allocations are undone outside the
+//! timed region (`iter_custom`), so the pool never runs dry.
+
+mod common;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use pagedattn_kv::{BlockId, SeqId};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const POOLS: [usize; 5] = [100, 500, 1000, 5000, 1_000_000];
+const SEQ_LENS: [usize; 3] = [16, 32, 64];
+
+fn block_manager(c: &mut Criterion) {
+    let mut g = c.benchmark_group("block_manager");
+    for &pool in &POOLS {
+        let mut m = common::churned(pool);
+        let s = SeqId(1_000);
+        m.add_sequence(s).unwrap();
+        // Grow the table once so pushes below never reallocate.
+        let cap = pool.min(4096) - 1;
+        let warm: Vec<BlockId> = m.allocate_blocks(s, cap).unwrap().to_vec();
+        for b in warm.iter().rev() {
+            m.free_block(s, *b).unwrap();
+        }
+
+        g.bench_function(BenchmarkId::new("AllocateSingleBlock", pool), |bench| {
+            bench.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let n = left.min(cap);
+                    let t = Instant::now();
+                    for _ in 0..n {
+                        black_box(m.allocate_block(s).unwrap());
+                    }
+                    spent += t.elapsed();
+                    while let Some(&b) = m.tables().blocks(s).unwrap().last() {
+                        m.free_block(s, b).unwrap();
+                    }
+                    left -= n;
+                }
+                spent
+            });
+        });
+
+        g.bench_function(BenchmarkId::new("FreeSingleBlock", pool), |bench| {
+            bench.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let n = left.min(cap);
+                    m.allocate_blocks(s, n).unwrap();
+                    let t = Instant::now();
+                    for _ in 0..n {
+                        let b = *m.tables().blocks(s).unwrap().last().unwrap();
+                        m.free_block(s, black_box(b)).unwrap();
+                    }
+                    spent += t.elapsed();
+                    left -= n;
+                }
+                spent
+            });
+        });
+
+        g.bench_function(BenchmarkId::new("AllocateFreePair", pool), |bench| {
+            bench.iter(|| {
+                let b = m.allocate_block(s).unwrap();
+                m.free_block(s, black_box(b)).unwrap();
+            });
+        });
+
+        for &len in &SEQ_LENS {
+            let n = len.div_ceil(16);
+            g.bench_function(
+                BenchmarkId::new(format!("AllocateMultipleBlocks/len{len}"), pool),
+                |bench| {
+                    bench.iter_custom(|iters| {
+                        let mut spent = Duration::ZERO;
+                        for _ in 0..iters {
+                            let t = Instant::now();
+                            black_box(m.allocate_blocks(s, n).unwrap());
+                            spent += t.elapsed();
+                            for _ in 0..n {
+                                let b = *m.tables().blocks(s).unwrap().last().unwrap();
+                                m.free_block(s, b).unwrap();
+                            }
+                        }
+                        spent
+                    });
+                },
+            );
+        }
+
+        if pool >= 10 {
+            let other = SeqId(2_000);
+            g.bench_function(BenchmarkId::new("FreeSequenceBlocks", pool), |bench| {
+                bench.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        m.add_sequence(other).unwrap();
+                        m.allocate_blocks(other, 10).unwrap();
+                        let t = Instant::now();
+                        black_box(m.free_sequence(other).unwrap());
+                        spent += t.elapsed();
+                    }
+                    spent
+                });
+            });
+        }
+
+        g.bench_function(BenchmarkId::new("GetStatistics", pool), |bench| {
+            bench.iter(|| black_box(&m).stats());
+        });
+        m.check_invariants().unwrap();
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = common::config();
+    targets = block_manager
+}
+criterion_main!(benches);

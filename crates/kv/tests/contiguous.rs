@@ -121,6 +121,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 const CAP: usize = 100;
 
+// The reference check reads clearer as "exists? else insert" than through the entry API.
+#[allow(clippy::map_entry)]
 fn run(policy: SizingPolicy, ops: &[Op]) {
     let mut a = ContiguousAllocator::new(CAP, policy, 4).unwrap();
     let mut slots = [false; CAP]; // reference arena: slot taken?
