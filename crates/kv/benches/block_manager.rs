@@ -76,19 +76,24 @@ fn block_manager(c: &mut Criterion) {
 
         for &len in &SEQ_LENS {
             let n = len.div_ceil(16);
+            let per_round = cap / n;
             g.bench_function(
                 BenchmarkId::new(format!("AllocateMultipleBlocks/len{len}"), pool),
                 |bench| {
                     bench.iter_custom(|iters| {
                         let mut spent = Duration::ZERO;
-                        for _ in 0..iters {
+                        let mut left = iters as usize;
+                        while left > 0 {
+                            let k = left.min(per_round);
                             let t = Instant::now();
-                            black_box(m.allocate_blocks(s, n).unwrap());
+                            for _ in 0..k {
+                                black_box(m.allocate_blocks(s, n).unwrap());
+                            }
                             spent += t.elapsed();
-                            for _ in 0..n {
-                                let b = *m.tables().blocks(s).unwrap().last().unwrap();
+                            while let Some(&b) = m.tables().blocks(s).unwrap().last() {
                                 m.free_block(s, b).unwrap();
                             }
+                            left -= k;
                         }
                         spent
                     });
@@ -96,22 +101,29 @@ fn block_manager(c: &mut Criterion) {
             );
         }
 
-        if pool >= 10 {
-            let other = SeqId(2_000);
-            g.bench_function(BenchmarkId::new("FreeSequenceBlocks", pool), |bench| {
-                bench.iter_custom(|iters| {
-                    let mut spent = Duration::ZERO;
-                    for _ in 0..iters {
-                        m.add_sequence(other).unwrap();
-                        m.allocate_blocks(other, 10).unwrap();
-                        let t = Instant::now();
-                        black_box(m.free_sequence(other).unwrap());
-                        spent += t.elapsed();
+        // The seed frees a sequence of 10 blocks; build a round of such sequences outside
+        // the timed region, then time freeing them.
+        let per_round = (pool / 10 - 1).min(256);
+        g.bench_function(BenchmarkId::new("FreeSequenceBlocks", pool), |bench| {
+            bench.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let k = left.min(per_round);
+                    for i in 0..k {
+                        m.add_sequence(SeqId(10_000 + i as u64)).unwrap();
+                        m.allocate_blocks(SeqId(10_000 + i as u64), 10).unwrap();
                     }
-                    spent
-                });
+                    let t = Instant::now();
+                    for i in 0..k {
+                        black_box(m.free_sequence(SeqId(10_000 + i as u64)).unwrap());
+                    }
+                    spent += t.elapsed();
+                    left -= k;
+                }
+                spent
             });
-        }
+        });
 
         g.bench_function(BenchmarkId::new("GetStatistics", pool), |bench| {
             bench.iter(|| black_box(&m).stats());

@@ -29,13 +29,20 @@ pub struct BlockManager {
     config: KvConfig,
     pool: Pool,
     tables: BlockTable,
+    /// `config.kv_bytes()` and its reciprocal, fixed at construction so `stats()` does
+    /// no division it can avoid.
+    kv_bytes: u64,
+    inv_kv_bytes: f64,
 }
 
 impl BlockManager {
     /// A manager for a validated `config`, every block free.
     pub fn new(config: KvConfig) -> Result<Self> {
         config.validate()?;
+        let kv_bytes = config.kv_bytes();
         Ok(Self {
+            kv_bytes,
+            inv_kv_bytes: 1.0 / kv_bytes as f64,
             pool: Pool::new(
                 config.num_blocks,
                 config.block_size,
@@ -314,6 +321,7 @@ impl BlockManager {
     }
 
     /// A snapshot of the counters (seed: `GetStats`). O(1).
+    #[inline]
     pub fn stats(&self) -> BlockManagerStats {
         let p = &self.pool;
         let used = p.used();
@@ -322,7 +330,7 @@ impl BlockManager {
             .cache
             .as_ref()
             .map_or((0, 0, 0), |c| (c.queries, c.hits, c.evictions));
-        let kv_bytes = self.config.kv_bytes();
+        let kv_bytes = self.kv_bytes;
         let metadata_bytes = self.metadata_bytes();
         BlockManagerStats {
             block_size: bs,
@@ -345,12 +353,13 @@ impl BlockManager {
             prefix_evictions: evictions,
             kv_bytes,
             metadata_bytes,
-            metadata_overhead: ratio(metadata_bytes as f64, kv_bytes as f64, 0.0),
+            metadata_overhead: metadata_bytes as f64 * self.inv_kv_bytes,
         }
     }
 
     /// Bytes of bookkeeping: the pool's per-block state, free queue and prefix cache, and
     /// the block tables. O(1).
+    #[inline]
     pub fn metadata_bytes(&self) -> u64 {
         (std::mem::size_of::<Self>() + self.pool.heap_bytes() + self.tables.metadata_bytes()) as u64
     }

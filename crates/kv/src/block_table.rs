@@ -183,6 +183,7 @@ impl BlockTable {
 
     /// Bytes the tables occupy: the map's buckets plus the block ids of every entry.
     /// Computed from counters (O(1)); vectors' spare capacity is not counted.
+    #[inline]
     pub fn metadata_bytes(&self) -> usize {
         let bucket = std::mem::size_of::<(SeqId, SeqBlocks)>() + 1;
         self.seqs.capacity() * bucket + self.total_entries * std::mem::size_of::<BlockId>()

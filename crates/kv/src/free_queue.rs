@@ -122,6 +122,7 @@ impl FreeQueue {
     }
 
     /// Heap bytes of the link arrays.
+    #[inline]
     pub(crate) fn heap_bytes(&self) -> usize {
         (self.prev.capacity() + self.next.capacity()) * std::mem::size_of::<u32>()
     }

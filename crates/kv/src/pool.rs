@@ -162,6 +162,7 @@ impl Pool {
         Some(link)
     }
 
+    #[inline]
     pub(crate) fn heap_bytes(&self) -> usize {
         self.meta.capacity() * std::mem::size_of::<BlockMeta>()
             + self.free.heap_bytes()

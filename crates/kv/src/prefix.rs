@@ -186,6 +186,7 @@ impl PrefixCache {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn heap_bytes(&self) -> usize {
         self.tokens.capacity() * std::mem::size_of::<TokenId>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
