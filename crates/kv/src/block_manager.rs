@@ -79,7 +79,7 @@ impl BlockManager {
     /// Number of sequences holding `block`.
     pub fn ref_count(&self, block: BlockId) -> Result<u32> {
         self.check_block(block)?;
-        Ok(self.pool.meta[block.index()].ref_count)
+        Ok(self.pool.meta(block.0).ref_count)
     }
 
     fn check_block(&self, block: BlockId) -> Result<()> {
@@ -206,7 +206,7 @@ impl BlockManager {
     pub fn free_block(&mut self, seq: SeqId, block: BlockId) -> Result<()> {
         self.check_block(block)?;
         let e = self.tables.get(seq)?;
-        if self.pool.meta[block.index()].ref_count == 0 {
+        if self.pool.meta(block.0).ref_count == 0 {
             return Err(KvError::DoubleFree(block));
         }
         if e.blocks.last() != Some(&block) {
@@ -255,7 +255,7 @@ impl BlockManager {
     /// sequences too.
     fn needs_copy(&self, e: &SeqBlocks) -> bool {
         let bs = self.block_size();
-        e.num_tokens % bs != 0 && self.pool.meta[e.blocks[e.num_tokens / bs].index()].ref_count > 1
+        e.num_tokens % bs != 0 && self.pool.meta(e.blocks[e.num_tokens / bs].0).ref_count > 1
     }
 
     /// Appends `tokens` to `seq`, allocating blocks as needed (all or none). With prefix

@@ -1,44 +1,73 @@
-//! The free block queue: an intrusive doubly linked list over two index arrays.
+//! The free block queue: an intrusive doubly linked list over one array of block records.
 //!
 //! Why not a `VecDeque`: a freed block that still holds a cached prefix must be revivable
-//! (taken out of the *middle* of the queue) in O(1) when a later prompt hits it. Links live
-//! in `prev`/`next` arrays indexed by block id; index `n` is the sentinel of a circular
-//! list, so push, pop and remove never branch on "first" or "last". A block that is not in
-//! the queue has `next == NOT_LINKED`, which makes membership an O(1) check as well.
+//! (taken out of the *middle* of the queue) in O(1) when a later prompt hits it. Each
+//! block's record holds its `prev`/`next` links next to its payload (the pool's per-block
+//! state), so one operation on a block touches one cache line for both — this is what keeps
+//! a pool of a million blocks as fast as one of a hundred. Index `n` is the sentinel of a
+//! circular list, so push, pop and remove never branch on "first" or "last". A block that
+//! is not in the queue has `next == NOT_LINKED`, which makes membership O(1) as well.
 //!
 //! Order is LRU: blocks are taken from the front and returned to the back, so the block
 //! freed longest ago is evicted (reused) first.
 
 const NOT_LINKED: u32 = u32::MAX;
 
-/// O(1) free queue with removal from the middle. Stores no heap data per operation.
+#[derive(Clone, Copy, Debug)]
+struct Node<T> {
+    prev: u32,
+    next: u32,
+    payload: T,
+}
+
+/// O(1) free queue with removal from the middle, over records carrying a payload of type
+/// `T` per block. Stores no heap data per operation.
 #[derive(Clone, Debug)]
-pub(crate) struct FreeQueue {
-    prev: Vec<u32>,
-    next: Vec<u32>,
+pub(crate) struct FreeQueue<T> {
+    nodes: Vec<Node<T>>,
     len: usize,
 }
 
-impl FreeQueue {
-    /// A queue holding every block `0..n` in id order.
+impl<T: Copy + Default> FreeQueue<T> {
+    /// A queue holding every block `0..n` in id order, each with a default payload.
     pub(crate) fn full(n: usize) -> Self {
         let s = n as u32; // sentinel
-        let mut prev = Vec::with_capacity(n + 1);
-        let mut next = Vec::with_capacity(n + 1);
-        for i in 0..=s {
-            prev.push(if i == 0 { s } else { i - 1 });
-            next.push(if i == s { 0 } else { i + 1 });
-        }
-        if n == 0 {
-            prev[0] = 0;
-            next[0] = 0;
-        }
-        Self { prev, next, len: n }
+        let nodes = (0..=s)
+            .map(|i| Node {
+                prev: if i == 0 { s } else { i - 1 },
+                next: if i == s { 0 } else { i + 1 },
+                payload: T::default(),
+            })
+            .collect();
+        Self { nodes, len: n }
     }
 
     #[inline]
     fn sentinel(&self) -> u32 {
-        (self.next.len() - 1) as u32
+        (self.nodes.len() - 1) as u32
+    }
+
+    /// Number of blocks (queued or not).
+    #[inline]
+    pub(crate) fn num_blocks(&self) -> usize {
+        self.nodes.len() - 1
+    }
+
+    /// The payload of block `b`.
+    #[inline]
+    pub(crate) fn payload(&self, b: u32) -> &T {
+        &self.nodes[b as usize].payload
+    }
+
+    /// The payload of block `b`, mutable.
+    #[inline]
+    pub(crate) fn payload_mut(&mut self, b: u32) -> &mut T {
+        &mut self.nodes[b as usize].payload
+    }
+
+    /// Every block's payload, by block id.
+    pub(crate) fn payloads(&self) -> impl Iterator<Item = &T> + '_ {
+        self.nodes[..self.num_blocks()].iter().map(|n| &n.payload)
     }
 
     /// Number of blocks in the queue.
@@ -50,13 +79,13 @@ impl FreeQueue {
     /// Whether `b` is in the queue.
     #[inline]
     pub(crate) fn contains(&self, b: u32) -> bool {
-        self.next[b as usize] != NOT_LINKED
+        self.nodes[b as usize].next != NOT_LINKED
     }
 
     /// The block at the front (next to be handed out), if any.
     #[inline]
     pub(crate) fn front(&self) -> Option<u32> {
-        let f = self.next[self.sentinel() as usize];
+        let f = self.nodes[self.sentinel() as usize].next;
         (f != self.sentinel()).then_some(f)
     }
 
@@ -73,11 +102,11 @@ impl FreeQueue {
     pub(crate) fn push_back(&mut self, b: u32) {
         debug_assert!(!self.contains(b), "block {b} pushed twice");
         let s = self.sentinel();
-        let last = self.prev[s as usize];
-        self.prev[b as usize] = last;
-        self.next[b as usize] = s;
-        self.next[last as usize] = b;
-        self.prev[s as usize] = b;
+        let last = self.nodes[s as usize].prev;
+        self.nodes[b as usize].prev = last;
+        self.nodes[b as usize].next = s;
+        self.nodes[last as usize].next = b;
+        self.nodes[s as usize].prev = b;
         self.len += 1;
     }
 
@@ -86,11 +115,11 @@ impl FreeQueue {
     pub(crate) fn push_front(&mut self, b: u32) {
         debug_assert!(!self.contains(b), "block {b} pushed twice");
         let s = self.sentinel();
-        let first = self.next[s as usize];
-        self.prev[b as usize] = s;
-        self.next[b as usize] = first;
-        self.prev[first as usize] = b;
-        self.next[s as usize] = b;
+        let first = self.nodes[s as usize].next;
+        self.nodes[b as usize].prev = s;
+        self.nodes[b as usize].next = first;
+        self.nodes[first as usize].prev = b;
+        self.nodes[s as usize].next = b;
         self.len += 1;
     }
 
@@ -98,33 +127,35 @@ impl FreeQueue {
     #[inline]
     pub(crate) fn remove(&mut self, b: u32) {
         debug_assert!(self.contains(b), "block {b} is not queued");
-        let (p, n) = (self.prev[b as usize], self.next[b as usize]);
-        self.next[p as usize] = n;
-        self.prev[n as usize] = p;
-        self.next[b as usize] = NOT_LINKED;
-        self.prev[b as usize] = NOT_LINKED;
+        let Node {
+            prev: p, next: n, ..
+        } = self.nodes[b as usize];
+        self.nodes[p as usize].next = n;
+        self.nodes[n as usize].prev = p;
+        self.nodes[b as usize].next = NOT_LINKED;
+        self.nodes[b as usize].prev = NOT_LINKED;
         self.len -= 1;
     }
 
     /// Front-to-back iteration (for invariant checks and tests; O(len)).
     pub(crate) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         let s = self.sentinel();
-        let mut cur = self.next[s as usize];
+        let mut cur = self.nodes[s as usize].next;
         std::iter::from_fn(move || {
             if cur == s {
                 None
             } else {
                 let b = cur;
-                cur = self.next[b as usize];
+                cur = self.nodes[b as usize].next;
                 Some(b)
             }
         })
     }
 
-    /// Heap bytes of the link arrays.
+    /// Heap bytes of the records (links and payloads).
     #[inline]
     pub(crate) fn heap_bytes(&self) -> usize {
-        (self.prev.capacity() + self.next.capacity()) * std::mem::size_of::<u32>()
+        self.nodes.capacity() * std::mem::size_of::<Node<T>>()
     }
 }
 
@@ -134,7 +165,7 @@ mod tests {
 
     #[test]
     fn fifo_and_middle_removal() {
-        let mut q = FreeQueue::full(4);
+        let mut q = FreeQueue::<()>::full(4);
         assert_eq!(q.iter().collect::<Vec<_>>(), [0, 1, 2, 3]);
         q.remove(2);
         assert!(!q.contains(2));

@@ -35,7 +35,7 @@ pub(crate) fn check(config: &KvConfig, pool: &Pool, tables: &BlockTable) -> Resu
         "free queue holds {len}, says {}",
         pool.free.len()
     );
-    for (b, m) in pool.meta.iter().enumerate() {
+    for (b, m) in pool.free.payloads().enumerate() {
         ensure!(
             (m.ref_count == 0) == queued[b],
             "block {b}: ref count {} but queued = {}",
@@ -64,7 +64,7 @@ pub(crate) fn check(config: &KvConfig, pool: &Pool, tables: &BlockTable) -> Resu
             ensure!(b.index() < n, "{seq} holds unknown {b}");
             holders[b.index()] += 1;
             let expect = e.num_tokens.saturating_sub(i * bs).min(bs);
-            let filled = usize::from(pool.meta[b.index()].filled);
+            let filled = usize::from(pool.meta(b.0).filled);
             ensure!(
                 filled == expect,
                 "{seq}: {b} (logical {i}) holds {filled} tokens, sequence has {expect} there"
@@ -73,7 +73,7 @@ pub(crate) fn check(config: &KvConfig, pool: &Pool, tables: &BlockTable) -> Resu
         entries += e.blocks.len();
         tokens += e.num_tokens;
     }
-    for (b, m) in pool.meta.iter().enumerate() {
+    for (b, m) in pool.free.payloads().enumerate() {
         ensure!(
             m.ref_count == holders[b],
             "block {b}: ref count {} but held by {} tables",
@@ -95,8 +95,8 @@ pub(crate) fn check(config: &KvConfig, pool: &Pool, tables: &BlockTable) -> Resu
 
     // Pool counters.
     let stored: usize = pool
-        .meta
-        .iter()
+        .free
+        .payloads()
         .filter(|m| m.ref_count > 0)
         .map(|m| usize::from(m.filled))
         .sum();
@@ -121,7 +121,7 @@ pub(crate) fn check(config: &KvConfig, pool: &Pool, tables: &BlockTable) -> Resu
         Some(c) => {
             c.check()?;
             let mut cached_free = 0;
-            for (b, m) in pool.meta.iter().enumerate() {
+            for (b, m) in pool.free.payloads().enumerate() {
                 if c.is_cached(b as u32) {
                     ensure!(usize::from(m.filled) == bs, "cached block {b} is not full");
                     cached_free += usize::from(m.ref_count == 0);

@@ -24,8 +24,8 @@ pub(crate) struct BlockMeta {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Pool {
-    pub(crate) meta: Vec<BlockMeta>,
-    pub(crate) free: FreeQueue,
+    /// Free queue whose records carry every block's `BlockMeta`.
+    pub(crate) free: FreeQueue<BlockMeta>,
     pub(crate) cache: Option<PrefixCache>,
     pub(crate) cached_free: usize,
     pub(crate) tokens_stored: usize,
@@ -39,7 +39,6 @@ pub(crate) struct Pool {
 impl Pool {
     pub(crate) fn new(num_blocks: usize, block_size: usize, prefix_caching: bool) -> Self {
         Self {
-            meta: vec![BlockMeta::default(); num_blocks],
             free: FreeQueue::full(num_blocks),
             cache: prefix_caching.then(|| PrefixCache::new(num_blocks, block_size)),
             cached_free: 0,
@@ -54,12 +53,18 @@ impl Pool {
 
     #[inline]
     pub(crate) fn num_blocks(&self) -> usize {
-        self.meta.len()
+        self.free.num_blocks()
     }
 
     #[inline]
     pub(crate) fn used(&self) -> usize {
-        self.meta.len() - self.free.len()
+        self.num_blocks() - self.free.len()
+    }
+
+    /// State of block `b`.
+    #[inline]
+    pub(crate) fn meta(&self, b: u32) -> &BlockMeta {
+        self.free.payload(b)
     }
 
     #[inline]
@@ -78,7 +83,7 @@ impl Pool {
                 self.cached_free -= 1;
             }
         }
-        let m = &mut self.meta[b as usize];
+        let m = self.free.payload_mut(b);
         self.allocations += 1;
         if m.reused {
             self.reused_allocations += 1;
@@ -95,7 +100,7 @@ impl Pool {
     /// Adds a holder to `b`; revives it from the free queue if it was a cached free block.
     #[inline]
     pub(crate) fn share(&mut self, b: u32) {
-        let m = &mut self.meta[b as usize];
+        let m = self.free.payload_mut(b);
         m.ref_count += 1;
         if m.ref_count == 1 {
             self.tokens_stored += usize::from(m.filled);
@@ -112,7 +117,7 @@ impl Pool {
     /// its contents are worth nothing).
     #[inline]
     pub(crate) fn release(&mut self, b: u32) {
-        let m = &mut self.meta[b as usize];
+        let m = self.free.payload_mut(b);
         debug_assert!(m.ref_count > 0);
         m.ref_count -= 1;
         if m.ref_count == 0 {
@@ -130,7 +135,7 @@ impl Pool {
     /// Writes token `t` into slot `slot` of `b` (which holds exactly `slot` tokens).
     #[inline]
     pub(crate) fn write(&mut self, b: u32, slot: usize, t: TokenId) {
-        let m = &mut self.meta[b as usize];
+        let m = self.free.payload_mut(b);
         debug_assert_eq!(usize::from(m.filled), slot);
         m.filled += 1;
         self.tokens_stored += 1;
@@ -141,8 +146,8 @@ impl Pool {
 
     /// Gives `dst` (just taken) the contents of `src`.
     pub(crate) fn copy(&mut self, src: u32, dst: u32) {
-        let filled = self.meta[src as usize].filled;
-        self.meta[dst as usize].filled = filled;
+        let filled = self.meta(src).filled;
+        self.free.payload_mut(dst).filled = filled;
         self.tokens_stored += usize::from(filled);
         if let Some(c) = &mut self.cache {
             c.copy_tokens(src, dst);
@@ -155,7 +160,7 @@ impl Pool {
         let c = self.cache.as_mut()?;
         let (link, displaced) = c.register(b, parent);
         if let Some(d) = displaced {
-            if self.meta[d as usize].ref_count == 0 {
+            if self.meta(d).ref_count == 0 {
                 self.cached_free -= 1;
             }
         }
@@ -164,8 +169,6 @@ impl Pool {
 
     #[inline]
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.meta.capacity() * std::mem::size_of::<BlockMeta>()
-            + self.free.heap_bytes()
-            + self.cache.as_ref().map_or(0, PrefixCache::heap_bytes)
+        self.free.heap_bytes() + self.cache.as_ref().map_or(0, PrefixCache::heap_bytes)
     }
 }
