@@ -23,6 +23,16 @@ pub struct AppendOutcome {
     pub copy: Option<BlockCopy>,
 }
 
+/// What the prefix cache holds for a prompt (see [`BlockManager::cached_prefix`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PrefixMatch {
+    /// Prompt tokens whose KV is cached (a multiple of the block size).
+    pub tokens: usize,
+    /// Hit blocks that are free now (cached, ref count 0): admitting takes them out of the
+    /// free queue.
+    pub revived_blocks: usize,
+}
+
 /// Fixed-size KV block pool with per-sequence block tables.
 #[derive(Clone, Debug)]
 pub struct BlockManager {
@@ -116,9 +126,19 @@ impl BlockManager {
     /// most `prompt.len() - 1` tokens: the last token is always computed, because its
     /// logits are needed). Read-only: no counters move.
     pub fn cached_prefix_len(&self, prompt: &[TokenId]) -> usize {
-        let mut n = 0;
-        self.walk_prefix(prompt, |_, _| n += 1);
-        n * self.block_size()
+        self.cached_prefix(prompt).tokens
+    }
+
+    /// What admitting `prompt` with [`add_sequence_with_prefix`](Self::add_sequence_with_prefix)
+    /// would reuse: the cached tokens, and how many of the hit blocks sit in the free queue
+    /// now (reviving them takes them out of it). Read-only.
+    pub fn cached_prefix(&self, prompt: &[TokenId]) -> PrefixMatch {
+        let mut m = PrefixMatch::default();
+        self.walk_prefix(prompt, |b, _| {
+            m.tokens += self.block_size();
+            m.revived_blocks += usize::from(self.pool.meta(b).ref_count == 0);
+        });
+        m
     }
 
     fn walk_prefix(

@@ -57,7 +57,7 @@ mod pool;
 mod prefix;
 mod stats;
 
-pub use block_manager::{AppendOutcome, BlockManager};
+pub use block_manager::{AppendOutcome, BlockManager, PrefixMatch};
 pub use block_table::{BlockTable, BlockTableStats, SeqBlocks};
 pub use config::{KvConfig, DEFAULT_BLOCK_SIZE};
 pub use contiguous::{ContiguousAllocator, ContiguousStats, Reservation, SizingPolicy};

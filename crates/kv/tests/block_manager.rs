@@ -283,7 +283,10 @@ fn prefix_cache_hits_full_blocks_and_keeps_the_last_token() {
         m.free_sequence(SeqId(s)).unwrap();
     }
     assert_eq!(m.stats().cached_free_blocks, 3);
+    let hit = m.cached_prefix(&longer);
+    assert_eq!((hit.tokens, hit.revived_blocks), (12, 3));
     assert_eq!(m.add_sequence_with_prefix(SeqId(5), &longer).unwrap(), 12);
+    assert_eq!(m.cached_prefix(&longer).revived_blocks, 0);
     assert_eq!(m.stats().cached_free_blocks, 0);
     ok(&m);
 }

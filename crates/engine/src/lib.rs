@@ -1,0 +1,58 @@
+//! A continuous-batching inference engine over paged or contiguous KV caches.
+//!
+//! Requests come in with [`Engine::add_request`]; each [`Engine::step`] schedules running
+//! sequences (one decode token each, or the next prefill chunk) and admits waiting ones
+//! under a token budget, asks the [`Executor`] to compute the step, samples, and returns
+//! the new tokens. The KV policy ([`KvPolicy`]) is a value: paged blocks (optionally with
+//! prefix caching) or one contiguous run per sequence sized max / pow2 / oracle — the same
+//! engine serves both sides of every comparison, at the same KV budget in bytes.
+//!
+//! ```
+//! use pagedattn_engine::{
+//!     Addressing, Engine, EngineConfig, Executor, KvLayout, KvPolicy, ModelSpec, Request,
+//!     SamplingParams, StepBatch, StepOutput,
+//! };
+//!
+//! /// A toy model: the next token is the previous one plus one.
+//! struct Counter;
+//! impl Executor for Counter {
+//!     fn spec(&self) -> ModelSpec {
+//!         ModelSpec { kv_bytes_per_token: 64, vocab_size: 100, max_model_len: 64, eos_token_id: None, simulated: false }
+//!     }
+//!     fn init_kv(&mut self, _: KvLayout) -> Result<(), String> { Ok(()) }
+//!     fn copy_blocks(&mut self, _: &[pagedattn_kv::BlockCopy]) -> Result<(), String> { Ok(()) }
+//!     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<StepOutput, String> {
+//!         let mut logits = Vec::new();
+//!         for c in batch.chunks.iter().filter(|c| c.want_logits) {
+//!             let mut row = vec![0.0; 100];
+//!             row[(*c.tokens.last().unwrap() as usize + 1) % 100] = 1.0;
+//!             logits.extend(row);
+//!         }
+//!         Ok(StepOutput { logits: Some(logits), modeled_seconds: None })
+//!     }
+//! }
+//!
+//! let mut engine = Engine::new(Counter, EngineConfig::new(KvPolicy::Paged, 64 * 256))?;
+//! let out = engine.generate(&[vec![1, 2, 3], vec![40]], &SamplingParams::greedy(3))?;
+//! assert_eq!(out, vec![vec![vec![4, 5, 6]], vec![vec![41, 42, 43]]]);
+//! # Ok::<(), pagedattn_engine::EngineError>(())
+//! ```
+
+mod engine;
+mod error;
+mod executor;
+mod kv_space;
+mod metrics;
+mod request;
+pub mod sampling;
+mod scheduler;
+mod sequence;
+
+pub use engine::{Engine, EngineConfig, RequestOutput};
+pub use error::{EngineError, Result};
+pub use executor::{Addressing, Executor, KvLayout, ModelSpec, SeqChunk, StepBatch, StepOutput};
+pub use kv_space::{ContiguousSizing, KvPolicy, KvUsage};
+pub use metrics::{EngineTotals, SeqMetrics, StepMetrics};
+pub use request::{Request, RequestId, SamplingParams};
+pub use scheduler::SchedulerConfig;
+pub use sequence::{FinishReason, SeqState};

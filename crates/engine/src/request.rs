@@ -1,0 +1,113 @@
+//! Requests and their sampling parameters.
+
+use crate::error::{EngineError, Result};
+use pagedattn_kv::TokenId;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifier of a request, chosen by the caller.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct RequestId(pub u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How to pick tokens and when to stop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// Output tokens to generate at most.
+    pub max_tokens: usize,
+    /// Softmax temperature; 0 is greedy.
+    pub temperature: f32,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches this.
+    pub top_p: f32,
+    /// Keep only the k most likely tokens (0: all).
+    pub top_k: usize,
+    /// Seed of the request's random stream (sequence `i` of the request uses `seed + i`);
+    /// `None` derives one from the request id.
+    pub seed: Option<u64>,
+    /// Sequences to sample from the one prompt (parallel sampling).
+    pub n: usize,
+    /// Tokens that end a sequence (besides end-of-sequence, unless `ignore_eos`).
+    pub stop_token_ids: Vec<TokenId>,
+    /// Keep generating past end-of-sequence (benchmarks: every policy does the same work).
+    pub ignore_eos: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: 16,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: None,
+            n: 1,
+            stop_token_ids: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding of up to `max_tokens` tokens.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            max_tokens,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn validate(&self, id: RequestId) -> Result<()> {
+        let bad = |what: &str| {
+            Err(EngineError::InvalidSampling {
+                id,
+                what: what.to_string(),
+            })
+        };
+        if self.n == 0 {
+            return bad("n must be at least 1");
+        }
+        if self.max_tokens == 0 {
+            return bad("max_tokens must be at least 1");
+        }
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad("temperature must be a finite number >= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p must be in (0, 1]");
+        }
+        Ok(())
+    }
+}
+
+/// A generation request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Caller-chosen id, unique among unfinished requests.
+    pub id: RequestId,
+    /// Prompt token ids.
+    pub prompt: Vec<TokenId>,
+    /// Sampling and stopping.
+    pub params: SamplingParams,
+    /// Arrival time in seconds on the engine's clock (latencies count from here).
+    pub arrival: f64,
+}
+
+impl Request {
+    /// A request arriving at time 0.
+    pub fn new(id: u64, prompt: Vec<TokenId>, params: SamplingParams) -> Self {
+        Self {
+            id: RequestId(id),
+            prompt,
+            params,
+            arrival: 0.0,
+        }
+    }
+}

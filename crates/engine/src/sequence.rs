@@ -1,0 +1,84 @@
+//! A sequence: one stream of tokens being generated, with an explicit state machine.
+//!
+//! ```text
+//!            admit              finish
+//! Waiting ---------> Running ---------> Finished
+//!    ^                  |
+//!    |   re-queue       | preempt (KV freed; recomputed on re-admission)
+//!    +--- Preempted <---+
+//! ```
+
+use crate::request::RequestId;
+use pagedattn_kv::{SeqId, TokenId};
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+/// Why a sequence stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinishReason {
+    /// `max_tokens` output tokens were generated.
+    Length,
+    /// End-of-sequence or a stop token was generated.
+    Stop,
+    /// The request was aborted.
+    Aborted,
+}
+
+/// Where a sequence is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeqState {
+    /// Queued for admission; holds no KV memory.
+    Waiting,
+    /// Admitted; holds KV memory and is scheduled every step.
+    Running,
+    /// Evicted from the running set to free memory; re-queued at the front.
+    Preempted,
+    /// Done.
+    Finished(FinishReason),
+}
+
+/// One sequence of a request.
+#[derive(Debug)]
+pub struct Sequence {
+    pub(crate) id: SeqId,
+    pub(crate) request: RequestId,
+    /// Index among the request's `n` sequences.
+    pub(crate) index: usize,
+    /// Prompt followed by the generated tokens.
+    pub(crate) tokens: Vec<TokenId>,
+    pub(crate) prompt_len: usize,
+    /// Tokens whose K/V are in the cache.
+    pub(crate) num_computed: usize,
+    /// Generated tokens already returned to the caller.
+    pub(crate) num_emitted: usize,
+    pub(crate) state: SeqState,
+    pub(crate) rng: StdRng,
+    /// Whether this is a request's first sequence that still has to fork its siblings
+    /// (paged parallel sampling) when its prompt is done.
+    pub(crate) pending_forks: usize,
+}
+
+impl Sequence {
+    /// Tokens whose K/V still have to be computed before the next token can be sampled.
+    pub(crate) fn num_uncomputed(&self) -> usize {
+        self.tokens.len() - self.num_computed
+    }
+
+    /// Moves to `to`, checking that the transition exists in the state machine.
+    pub(crate) fn set_state(&mut self, to: SeqState) {
+        use SeqState::{Finished, Preempted, Running, Waiting};
+        let legal = matches!(
+            (self.state, to),
+            (Waiting, Running)
+                | (Running, Preempted)
+                | (Preempted, Waiting)
+                | (Running | Waiting, Finished(_))
+        );
+        debug_assert!(
+            legal,
+            "{}: illegal transition {:?} -> {to:?}",
+            self.id, self.state
+        );
+        self.state = to;
+    }
+}

@@ -1,0 +1,118 @@
+//! A mock executor that checks the engine's KV addressing: it stores each token id in the
+//! slot the engine says its K/V go to, and its logits are a hash of the whole context
+//! *read back through the addressing*. If the engine ever pointed a sequence at the wrong
+//! slots — a missed copy-on-write, a bad prefix hit, a stale block table, a wrong
+//! contiguous base — the outputs would differ from a run in isolation, or a read would
+//! hit an unwritten slot and fail the step.
+
+use pagedattn_engine::{
+    EngineConfig, Executor, KvLayout, KvPolicy, ModelSpec, SchedulerConfig, StepBatch, StepOutput,
+};
+use pagedattn_kv::BlockCopy;
+
+pub const VOCAB: usize = 64;
+pub const KV_BYTES_PER_TOKEN: u64 = 100;
+
+pub struct Mock {
+    pub max_len: usize,
+    slots: Vec<Option<u32>>,
+    block_size: usize,
+    pub steps: usize,
+    pub max_batch: usize,
+}
+
+impl Mock {
+    pub fn new(max_len: usize) -> Self {
+        Self {
+            max_len,
+            slots: Vec::new(),
+            block_size: 0,
+            steps: 0,
+            max_batch: 0,
+        }
+    }
+}
+
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+impl Executor for Mock {
+    fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            kv_bytes_per_token: KV_BYTES_PER_TOKEN,
+            vocab_size: VOCAB,
+            max_model_len: self.max_len,
+            eos_token_id: Some(1),
+            simulated: false,
+        }
+    }
+
+    fn init_kv(&mut self, layout: KvLayout) -> Result<(), String> {
+        let n = match layout {
+            KvLayout::Paged {
+                num_blocks,
+                block_size,
+            } => {
+                self.block_size = block_size;
+                num_blocks * block_size
+            }
+            KvLayout::Contiguous { slots } => slots,
+        };
+        self.slots = vec![None; n];
+        Ok(())
+    }
+
+    fn copy_blocks(&mut self, copies: &[BlockCopy]) -> Result<(), String> {
+        let bs = self.block_size;
+        for c in copies {
+            let (s, d) = (c.src.index() * bs, c.dst.index() * bs);
+            self.slots.copy_within(s..s + bs, d);
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self, batch: &StepBatch<'_>) -> Result<StepOutput, String> {
+        self.steps += 1;
+        self.max_batch = self.max_batch.max(batch.chunks.len());
+        // Like a real forward pass: every chunk's K/V is written before anyone attends.
+        for c in &batch.chunks {
+            for (i, &t) in c.tokens.iter().enumerate() {
+                let slot = c.addressing.slot(c.start_pos + i);
+                *self.slots.get_mut(slot).ok_or("slot out of range")? = Some(t);
+            }
+        }
+        let mut logits = Vec::new();
+        for c in batch.chunks.iter().filter(|c| c.want_logits) {
+            let mut h = 0x1234_5678u64;
+            for p in 0..c.context_len() {
+                let t = self.slots[c.addressing.slot(p)]
+                    .ok_or_else(|| format!("{}: position {p} was never written", c.seq))?;
+                h = mix(h ^ u64::from(t)).wrapping_add(p as u64);
+            }
+            logits.extend((0..VOCAB as u64).map(|j| (mix(h ^ (j * 0x9e37)) % 1000) as f32 / 100.0));
+        }
+        Ok(StepOutput {
+            logits: Some(logits),
+            modeled_seconds: None,
+        })
+    }
+}
+
+/// An engine config with a KV budget of `tokens` token slots.
+pub fn config(policy: KvPolicy, tokens: u64, block_size: usize) -> EngineConfig {
+    EngineConfig {
+        policy,
+        kv_budget_bytes: tokens * KV_BYTES_PER_TOKEN,
+        block_size,
+        max_model_len: None,
+        scheduler: SchedulerConfig {
+            max_num_seqs: 64,
+            max_num_batched_tokens: 96,
+            headroom_blocks: 2,
+        },
+    }
+}

@@ -1,0 +1,306 @@
+//! Engine behaviour with a mock executor that verifies KV addressing (see `common`).
+
+mod common;
+
+use common::{config, Mock, VOCAB};
+use pagedattn_engine::{
+    ContiguousSizing, Engine, EngineError, FinishReason, KvPolicy, Request, RequestId,
+    SamplingParams,
+};
+
+const MAX_LEN: usize = 256;
+
+fn prompts(n: usize, seed: u32) -> Vec<Vec<u32>> {
+    (0..n)
+        .map(|i| {
+            let len = 3 + (i * 37 + seed as usize * 11) % 90;
+            (0..len)
+                .map(|j| ((i as u32 * 7 + j as u32 * 13 + seed) % 60) + 2)
+                .collect()
+        })
+        .collect()
+}
+
+fn params(max_tokens: usize) -> SamplingParams {
+    SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(max_tokens)
+    }
+}
+
+fn run(
+    policy: KvPolicy,
+    tokens: u64,
+    block_size: usize,
+    ps: &[Vec<u32>],
+    max_tokens: usize,
+) -> (Vec<Vec<u32>>, Engine<Mock>) {
+    let mut e = Engine::new(Mock::new(MAX_LEN), config(policy, tokens, block_size)).unwrap();
+    let out = e.generate(ps, &params(max_tokens)).unwrap();
+    e.check_invariants().unwrap();
+    assert!(!e.has_unfinished());
+    assert_eq!(e.kv_usage().held_slots, 0, "KV leaked");
+    (out.into_iter().map(|mut v| v.remove(0)).collect(), e)
+}
+
+fn alone(ps: &[Vec<u32>], max_tokens: usize) -> Vec<Vec<u32>> {
+    ps.iter()
+        .map(|p| {
+            run(
+                KvPolicy::Paged,
+                4096,
+                16,
+                std::slice::from_ref(p),
+                max_tokens,
+            )
+            .0
+            .remove(0)
+        })
+        .collect()
+}
+
+#[test]
+fn batched_outputs_equal_outputs_alone_under_every_policy() {
+    let ps = prompts(12, 1);
+    let expect = alone(&ps, 20);
+    for policy in KvPolicy::ALL {
+        let (got, e) = run(policy, 4096, 16, &ps, 20);
+        assert_eq!(got, expect, "{policy}");
+        assert!(e.executor().max_batch > 1, "{policy} never batched");
+    }
+}
+
+#[test]
+fn preemption_keeps_outputs_and_terminates() {
+    let ps = prompts(16, 2);
+    let expect = alone(&ps, 60);
+    // 320 slots: a few sequences at a time, growth forces preemption.
+    for policy in [KvPolicy::Paged, KvPolicy::PagedPrefixCache] {
+        let (got, e) = run(policy, 320, 8, &ps, 60);
+        assert_eq!(got, expect, "{policy}");
+        assert!(
+            e.totals().preemptions > 0,
+            "{policy}: the pool was meant to be tight"
+        );
+        assert!(
+            e.totals().steps < 5_000,
+            "{policy}: {} steps",
+            e.totals().steps
+        );
+    }
+}
+
+#[test]
+fn a_burst_at_a_tight_budget_does_not_storm() {
+    let ps = prompts(60, 3);
+    let mut cfg = config(KvPolicy::Paged, 1024, 16);
+    cfg.scheduler.headroom_blocks = pagedattn_engine::SchedulerConfig::default().headroom_blocks;
+    let mut e = Engine::new(Mock::new(MAX_LEN), cfg).unwrap();
+    e.generate(&ps, &params(80)).unwrap();
+    e.check_invariants().unwrap();
+    let t = e.totals();
+    assert!(
+        t.recompute_tax() < 0.05,
+        "recompute tax {:.3} ({} preemptions)",
+        t.recompute_tax(),
+        t.preemptions
+    );
+}
+
+#[test]
+fn prefix_cache_hits_produce_the_same_tokens() {
+    let system: Vec<u32> = (0..64).map(|i| i % 50 + 2).collect();
+    let ps: Vec<Vec<u32>> = (0..8u32)
+        .map(|i| system.iter().copied().chain([i + 2, i + 3]).collect())
+        .collect();
+    let expect = alone(&ps, 10);
+    let mut e = Engine::new(
+        Mock::new(MAX_LEN),
+        config(KvPolicy::PagedPrefixCache, 4096, 16),
+    )
+    .unwrap();
+    // One request first, so its blocks are cached when the others arrive.
+    let first = e.generate(&ps[..1], &params(10)).unwrap();
+    let rest = e.generate(&ps[1..], &params(10)).unwrap();
+    let got: Vec<Vec<u32>> = first
+        .into_iter()
+        .chain(rest)
+        .map(|mut v| v.remove(0))
+        .collect();
+    assert_eq!(got, expect);
+    let st = e.block_manager_stats().unwrap();
+    assert!(st.prefix_hits >= 7 * 64, "hits {}", st.prefix_hits);
+    assert!(st.prefix_hit_rate > 0.5);
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn parallel_sampling_is_deterministic_and_shares_blocks() {
+    let p = vec![(0..40).map(|i| i % 30 + 2).collect::<Vec<u32>>()];
+    let sp = SamplingParams {
+        n: 4,
+        temperature: 1.0,
+        seed: Some(9),
+        ignore_eos: true,
+        ..SamplingParams::greedy(12)
+    };
+    let gen = |policy| {
+        let mut e = Engine::new(Mock::new(MAX_LEN), config(policy, 4096, 16)).unwrap();
+        let out = e.generate(&p, &sp).unwrap();
+        e.check_invariants().unwrap();
+        (out, e)
+    };
+    let (a, e) = gen(KvPolicy::Paged);
+    let (b, _) = gen(KvPolicy::Paged);
+    assert_eq!(a, b);
+    assert_eq!(a[0].len(), 4);
+    assert!(a[0].iter().all(|s| s.len() == 12));
+    assert!(a[0].iter().any(|s| s != &a[0][0]), "samples should differ");
+    // Forks shared the prompt's blocks: only the partial last block was copied per child.
+    let st = e.block_manager_stats().unwrap();
+    assert_eq!(st.cow_copies, 3);
+    // Contiguous sequences compute the prompt each; the same seeds give the same tokens.
+    let (c, _) = gen(KvPolicy::Contiguous(ContiguousSizing::Oracle));
+    assert_eq!(a, c);
+}
+
+#[test]
+fn stop_tokens_and_eos_end_sequences() {
+    let mut e = Engine::new(Mock::new(MAX_LEN), config(KvPolicy::Paged, 4096, 16)).unwrap();
+    let ps = prompts(6, 4);
+    let long = e.generate(&ps, &params(30)).unwrap();
+    // Stop at the first token each produced: outputs have exactly one token.
+    for (p, out) in ps.iter().zip(&long) {
+        let sp = SamplingParams {
+            stop_token_ids: vec![out[0][0]],
+            ..params(30)
+        };
+        let got = e.generate(std::slice::from_ref(p), &sp).unwrap();
+        assert_eq!(got[0][0], vec![out[0][0]]);
+    }
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn invalid_requests_are_refused_and_nothing_is_queued() {
+    let mut e = Engine::new(Mock::new(MAX_LEN), config(KvPolicy::Paged, 4096, 16)).unwrap();
+    let bad = |prompt: Vec<u32>, p: SamplingParams| Request::new(1, prompt, p);
+    let cases = [
+        bad(vec![], params(4)),
+        bad(vec![2; 250], params(10)),
+        bad(vec![2], SamplingParams { n: 0, ..params(4) }),
+        bad(
+            vec![2],
+            SamplingParams {
+                temperature: -1.0,
+                ..params(4)
+            },
+        ),
+        bad(
+            vec![2],
+            SamplingParams {
+                top_p: 0.0,
+                ..params(4)
+            },
+        ),
+        bad(
+            vec![2],
+            SamplingParams {
+                max_tokens: 0,
+                ..params(4)
+            },
+        ),
+        bad(vec![VOCAB as u32], params(4)),
+    ];
+    for r in cases {
+        let err = e.add_request(r).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EngineError::EmptyPrompt(_)
+                    | EngineError::TooLong { .. }
+                    | EngineError::InvalidSampling { .. }
+                    | EngineError::TokenOutOfVocab { .. }
+            ),
+            "{err}"
+        );
+        assert!(!e.has_unfinished());
+    }
+    e.add_request(bad(vec![2, 3], params(4))).unwrap();
+    assert!(matches!(
+        e.add_request(bad(vec![2], params(4))),
+        Err(EngineError::DuplicateRequest(_))
+    ));
+    assert!(matches!(
+        e.abort(RequestId(77)),
+        Err(EngineError::UnknownRequest(_))
+    ));
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn abort_frees_everything_at_any_point() {
+    for policy in KvPolicy::ALL {
+        let mut e = Engine::new(Mock::new(MAX_LEN), config(policy, 1024, 16)).unwrap();
+        for (i, p) in prompts(10, 5).into_iter().enumerate() {
+            e.add_request(Request::new(
+                i as u64,
+                p,
+                SamplingParams { n: 2, ..params(40) },
+            ))
+            .unwrap();
+        }
+        for step in 0..30 {
+            e.step().unwrap();
+            if step % 3 == 0 {
+                let _ = e.abort(RequestId(step / 3));
+            }
+            e.check_invariants().unwrap();
+        }
+        for i in 0..10 {
+            let _ = e.abort(RequestId(i));
+        }
+        assert!(!e.has_unfinished());
+        e.check_invariants().unwrap();
+        assert_eq!(e.kv_usage().held_slots, 0, "{policy}");
+        let aborted = e
+            .finished_metrics()
+            .iter()
+            .filter(|m| m.finish_reason == Some(FinishReason::Aborted))
+            .count();
+        assert!(aborted > 0);
+    }
+}
+
+#[test]
+fn a_budget_below_one_max_length_sequence_fails_fast() {
+    for policy in KvPolicy::ALL {
+        let r = Engine::new(Mock::new(MAX_LEN), config(policy, 200, 16));
+        assert!(
+            matches!(r, Err(EngineError::KvCapacityTooSmall { .. })),
+            "{policy}"
+        );
+    }
+}
+
+#[test]
+fn metrics_are_consistent() {
+    let ps = prompts(8, 6);
+    let (_, e) = run(KvPolicy::Paged, 4096, 16, &ps, 10);
+    let ms = e.finished_metrics();
+    assert_eq!(ms.len(), 8);
+    for m in ms {
+        assert_eq!(m.token_times.len(), 10);
+        assert!(m.ttft().unwrap() >= 0.0);
+        assert!(m.e2e().unwrap() >= m.ttft().unwrap());
+        assert!(m.tpot().unwrap() >= 0.0);
+        assert_eq!(m.itl().count(), 9);
+        assert_eq!(m.finish_reason, Some(FinishReason::Length));
+    }
+    let t = e.totals();
+    assert_eq!(t.output_tokens, 80);
+    let prompt_tokens: usize = ps.iter().map(Vec::len).sum();
+    // Every prompt token once, every output token but the last of each sequence once.
+    assert_eq!(t.computed_tokens as usize, prompt_tokens + 8 * 9);
+    assert_eq!(e.step_metrics().len() as u64, t.steps);
+}
