@@ -1,6 +1,7 @@
 //! `pagedattn`: PagedAttention on the CPU — benchmarks, generation, serving.
 
 mod bench_kv;
+mod bench_serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// The serving benchmark: paged vs contiguous KV at equal memory.
+    Serve(bench_serve::ServeArgs),
     /// Block manager vs contiguous allocator on a synthetic serving workload (no model).
     Kv(bench_kv::KvArgs),
 }
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Bench { which } => match which {
+            Bench::Serve(args) => bench_serve::run(args),
             Bench::Kv(args) => bench_kv::run(args),
         },
     };

@@ -1,0 +1,312 @@
+//! `pagedattn bench serve`: the serving benchmark — one workload through each KV policy at
+//! the same KV budget, real or simulated execution, reported as a table, JSON and plots.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use pagedattn_bench::driver::run_policy;
+use pagedattn_bench::report::{relate_to_paged, table, PolicyReport};
+use pagedattn_bench::sim::{GpuPreset, SimulatedExecutor, PRESETS};
+use pagedattn_bench::workload::{self, Arrivals, Lengths, WorkloadRequest, WorkloadSpec};
+use pagedattn_engine::{EngineConfig, KvPolicy, SchedulerConfig};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Flags of `pagedattn bench serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// sharegpt-like, alpaca-like, prefix-shared or uniform.
+    #[arg(long, default_value = "sharegpt-like")]
+    workload: String,
+    /// Request lengths (and arrival times) from a CSV trace instead of a synthetic workload.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Requests to run (default: 40 for real execution, 1000 simulated).
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Requests per second, Poisson arrivals; a comma list runs a sweep; "inf" (default):
+    /// all at once ("trace": the trace's timestamps).
+    #[arg(long, default_value = "inf")]
+    rate: String,
+    /// KV memory budget, e.g. 64MiB or 12GB (default: 3 x max-model-len tokens of KV, or
+    /// the GPU preset's KV memory when simulated).
+    #[arg(long)]
+    kv_budget: Option<String>,
+    /// Comma list of paged, paged-prefix, contiguous-max, contiguous-pow2, contiguous-oracle.
+    #[arg(
+        long,
+        default_value = "paged,contiguous-max,contiguous-pow2,contiguous-oracle"
+    )]
+    policies: String,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 16)]
+    block_size: usize,
+    /// Longest prompt + output.
+    #[arg(long, default_value_t = 2048)]
+    max_model_len: usize,
+    /// Shared prefix length for the prefix-shared workload.
+    #[arg(long, default_value_t = 512)]
+    prefix_len: usize,
+    /// real (the model on this CPU) or simulated (a GPU cost model).
+    #[arg(long, default_value = "real")]
+    exec: String,
+    /// GPU preset for simulated execution.
+    #[arg(long, default_value = "a100-40gb:opt-13b")]
+    gpu: String,
+    /// Free blocks kept per running sequence when admitting (paged).
+    #[arg(long)]
+    headroom_blocks: Option<usize>,
+    /// Sequences per step, at most.
+    #[arg(long, default_value_t = 256)]
+    max_num_seqs: usize,
+    /// Tokens per step, at most.
+    #[arg(long)]
+    max_num_batched_tokens: Option<usize>,
+    /// Workload seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Read the workload from a JSONL file (as written by --save-workload).
+    #[arg(long)]
+    load_workload: Option<PathBuf>,
+    /// Write the workload to a JSONL file.
+    #[arg(long)]
+    save_workload: Option<PathBuf>,
+    /// Write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Parses sizes like `64MiB`, `12GB`, `1.5GiB`, `4096`.
+pub fn parse_bytes(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("not a size: {s:?}"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        u => bail!("unknown size unit {u:?} in {s:?} (use B, KB, MB, GB, KiB, MiB or GiB)"),
+    };
+    if !(v.is_finite() && v > 0.0) {
+        bail!("size must be positive: {s:?}");
+    }
+    Ok((v * mult) as u64)
+}
+
+fn parse_rates(s: &str) -> Result<Vec<Option<f64>>> {
+    s.split(',')
+        .map(|r| match r.trim() {
+            "inf" | "" => Ok(None),
+            "trace" => Ok(Some(f64::NAN)),
+            x => {
+                let v: f64 = x
+                    .parse()
+                    .with_context(|| format!("not a request rate: {x:?}"))?;
+                if !(v.is_finite() && v > 0.0) {
+                    bail!("request rate must be > 0: {x:?}");
+                }
+                Ok(Some(v))
+            }
+        })
+        .collect()
+}
+
+/// Runs `pagedattn bench serve`.
+pub fn run(args: &ServeArgs) -> Result<()> {
+    let policies: Vec<KvPolicy> = args
+        .policies
+        .split(',')
+        .map(|p| p.trim().parse::<KvPolicy>().map_err(anyhow::Error::msg))
+        .collect::<Result<_>>()?;
+    let rates = parse_rates(&args.rate)?;
+    let simulated = match args.exec.as_str() {
+        "simulated" => true,
+        "real" => false,
+        e => bail!("--exec must be real or simulated, not {e:?}"),
+    };
+    if !simulated {
+        bail!("real execution needs the model runner; use --exec simulated");
+    }
+    let preset = GpuPreset::by_name(&args.gpu).with_context(|| {
+        let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
+        format!(
+            "unknown --gpu {:?} (one of: {})",
+            args.gpu,
+            names.join(", ")
+        )
+    })?;
+    let kv_budget = match &args.kv_budget {
+        Some(b) => parse_bytes(b)?,
+        None => preset.kv_budget_bytes,
+    };
+    let requests = args.requests.unwrap_or(1000);
+    let mut all = Vec::new();
+    for rate in &rates {
+        let reqs = build_workload(args, *rate, requests, preset.vocab_size)?;
+        let mut reports = Vec::new();
+        for &policy in &policies {
+            let cfg = engine_config(args, policy, kv_budget);
+            let exec = SimulatedExecutor::new(preset.clone(), args.max_model_len);
+            let bar = progress(args.quiet, reqs.len(), policy, *rate);
+            let r = run_policy(exec, &cfg, &reqs, |n| bar.set_position(n as u64))
+                .with_context(|| format!("policy {policy}"))?;
+            bar.finish_and_clear();
+            reports.push(r);
+        }
+        relate_to_paged(&mut reports);
+        println!(
+            "{} requests, {}, rate {}, KV budget {:.1} MiB, block size {}, simulated {}",
+            reqs.len(),
+            args.trace
+                .as_ref()
+                .map_or(args.workload.clone(), |t| t.display().to_string()),
+            rate.map_or("all at once".to_string(), |r| format!("{r} req/s")),
+            kv_budget as f64 / (1024.0 * 1024.0),
+            args.block_size,
+            preset.name
+        );
+        print!("{}", table(&reports));
+        all.push((*rate, reports));
+    }
+    if let Some(path) = &args.json {
+        write_json(path, args, &all, kv_budget, preset.name, requests)?;
+    }
+    Ok(())
+}
+
+fn engine_config(args: &ServeArgs, policy: KvPolicy, kv_budget: u64) -> EngineConfig {
+    let defaults = SchedulerConfig::default();
+    EngineConfig {
+        policy,
+        kv_budget_bytes: kv_budget,
+        block_size: args.block_size,
+        max_model_len: Some(args.max_model_len),
+        scheduler: SchedulerConfig {
+            max_num_seqs: args.max_num_seqs,
+            max_num_batched_tokens: args.max_num_batched_tokens.unwrap_or(args.max_model_len),
+            headroom_blocks: args.headroom_blocks.unwrap_or(defaults.headroom_blocks),
+        },
+    }
+}
+
+fn build_workload(
+    args: &ServeArgs,
+    rate: Option<f64>,
+    requests: usize,
+    vocab_size: usize,
+) -> Result<Vec<WorkloadRequest>> {
+    let mut reqs = if let Some(p) = &args.load_workload {
+        workload::read_jsonl(p)?
+    } else {
+        let lengths = match &args.trace {
+            Some(t) => workload::read_trace(t)?,
+            None => match args.workload.as_str() {
+                "sharegpt-like" => Lengths::ShareGpt,
+                "alpaca-like" => Lengths::Alpaca,
+                "prefix-shared" => Lengths::PrefixShared {
+                    prefix_len: args.prefix_len,
+                },
+                "uniform" => Lengths::Uniform {
+                    prompt: (16, 512),
+                    output: (16, 512),
+                },
+                w => bail!(
+                    "unknown --workload {w:?} (sharegpt-like, alpaca-like, prefix-shared, uniform)"
+                ),
+            },
+        };
+        let arrivals = match rate {
+            None => Arrivals::AllAtOnce,
+            Some(r) if r.is_nan() => Arrivals::FromTrace,
+            Some(r) => Arrivals::Poisson(r),
+        };
+        WorkloadSpec {
+            lengths,
+            arrivals,
+            requests,
+            max_len: args.max_model_len,
+            max_prompt: 1024.min(args.max_model_len - 1),
+            vocab_size,
+            seed: args.seed,
+        }
+        .generate()?
+    };
+    reqs.sort_by(|a, b| a.arrival.total_cmp(&b.arrival));
+    if let Some(p) = &args.save_workload {
+        workload::write_jsonl(p, &reqs)?;
+    }
+    Ok(reqs)
+}
+
+fn progress(quiet: bool, n: usize, policy: KvPolicy, rate: Option<f64>) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(n as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>22} [{bar:30}] {pos}/{len} requests {elapsed}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(match rate {
+        Some(r) if !r.is_nan() => format!("{policy} @{r}/s"),
+        _ => policy.to_string(),
+    });
+    bar
+}
+
+fn write_json(
+    path: &PathBuf,
+    args: &ServeArgs,
+    all: &[(Option<f64>, Vec<PolicyReport>)],
+    kv_budget: u64,
+    model: &str,
+    requests: usize,
+) -> Result<()> {
+    let config = json!({
+        "workload": args.trace.as_ref().map_or(args.workload.clone(), |t| t.display().to_string()),
+        "requests": requests,
+        "kv_budget_bytes": kv_budget,
+        "block_size": args.block_size,
+        "max_model_len": args.max_model_len,
+        "exec": args.exec,
+        "model": model,
+        "seed": args.seed,
+    });
+    let sweep: Vec<_> = all
+        .iter()
+        .map(|(rate, p)| json!({ "rate": rate.filter(|r| !r.is_nan()), "policies": p }))
+        .collect();
+    let doc = json!({ "config": config, "policies": all[0].1, "sweep": sweep });
+    std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_rates_parse() {
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("12GB").unwrap(), 12_000_000_000);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("-1MiB").is_err());
+        assert!(parse_bytes("3 parsecs").is_err());
+        assert_eq!(parse_rates("inf").unwrap(), vec![None]);
+        assert_eq!(parse_rates("1,2.5").unwrap(), vec![Some(1.0), Some(2.5)]);
+        assert!(parse_rates("0").is_err());
+    }
+}
