@@ -6,9 +6,10 @@
 //!   uniform), CSV length traces, Poisson or trace arrivals, JSONL import/export.
 //! - [`sim`]: the roofline cost model and its GPU presets.
 //! - [`driver`]: feeds a workload to an engine at arrival times.
-//! - [`report`]: per-policy metrics, JSON and a terminal table.
+//! - [`report`]: per-policy metrics, JSON and a terminal table; [`plot`]: SVG plots.
 
 pub mod driver;
+pub mod plot;
 pub mod report;
 pub mod sim;
 pub mod workload;

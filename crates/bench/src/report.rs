@@ -85,6 +85,12 @@ pub struct PolicyReport {
     pub steps: u64,
     /// This policy's output tokens/s over the paged policy's (1.0 for paged itself).
     pub throughput_vs_paged: f64,
+    /// (time, utilization, share of capacity held) per step, at most ~1000 points; for plots.
+    #[serde(skip)]
+    pub timeline: Vec<(f64, f64, f64)>,
+    /// End-to-end latencies in seconds, sorted; for plots.
+    #[serde(skip)]
+    pub e2e_s: Vec<f64>,
 }
 
 /// Inputs to [`PolicyReport::build`].
@@ -125,7 +131,15 @@ impl PolicyReport {
             r.steps.iter().map(|s| f(s) * s.duration).sum::<f64>() / weight
         };
         let peak = r.steps.iter().max_by_key(|s| s.kv_held_slots);
-        let e2e: Vec<f64> = seqs.iter().filter_map(SeqMetrics::e2e).collect();
+        let mut e2e: Vec<f64> = seqs.iter().filter_map(SeqMetrics::e2e).collect();
+        e2e.sort_by(f64::total_cmp);
+        let every = r.steps.len().div_ceil(1000).max(1);
+        let timeline = r
+            .steps
+            .iter()
+            .step_by(every)
+            .map(|s| (s.time, s.utilization, s.kv_held_slots as f64 / cap))
+            .collect();
         let norm: Vec<f64> = seqs
             .iter()
             .filter_map(|s| s.e2e().map(|e| e / s.token_times.len().max(1) as f64))
@@ -140,7 +154,7 @@ impl PolicyReport {
             ttft_ms: Percentiles::of_seconds(seqs.iter().filter_map(SeqMetrics::ttft).collect()),
             tpot_ms: Percentiles::of_seconds(seqs.iter().filter_map(SeqMetrics::tpot).collect()),
             itl_ms: Percentiles::of_seconds(seqs.iter().flat_map(SeqMetrics::itl).collect()),
-            e2e_ms: Percentiles::of_seconds(e2e),
+            e2e_ms: Percentiles::of_seconds(e2e.clone()),
             normalized_latency_s: norm.iter().sum::<f64>() / norm.len().max(1) as f64,
             peak_kv_bytes: peak.map_or(0, |s| s.kv_held_slots as u64 * r.kv_bytes_per_token),
             peak_rss_bytes: r.peak_rss_bytes,
@@ -157,6 +171,8 @@ impl PolicyReport {
                 / r.steps.len().max(1) as f64,
             steps: r.totals.steps,
             throughput_vs_paged: 0.0,
+            timeline,
+            e2e_s: e2e,
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// Write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write SVG plots into this directory.
+    #[arg(long)]
+    svg: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -180,6 +183,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     if let Some(path) = &args.json {
         write_json(path, args, &all, kv_budget, preset.name, requests)?;
+    }
+    if let Some(dir) = &args.svg {
+        pagedattn_bench::plot::write_plots(dir, &all).map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }
