@@ -7,9 +7,12 @@ use pagedattn_bench::driver::run_policy;
 use pagedattn_bench::report::{relate_to_paged, table, PolicyReport};
 use pagedattn_bench::sim::{GpuPreset, SimulatedExecutor, PRESETS};
 use pagedattn_bench::workload::{self, Arrivals, Lengths, WorkloadRequest, WorkloadSpec};
-use pagedattn_engine::{EngineConfig, KvPolicy, SchedulerConfig};
+use pagedattn_engine::{EngineConfig, KvPolicy, ModelExecutor, SchedulerConfig};
+use pagedattn_kernels::DType;
+use pagedattn_model::{LoadOptions, Model, WeightDType};
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Flags of `pagedattn bench serve`.
 #[derive(Debug, Args)]
@@ -20,7 +23,7 @@ pub struct ServeArgs {
     /// Request lengths (and arrival times) from a CSV trace instead of a synthetic workload.
     #[arg(long)]
     trace: Option<PathBuf>,
-    /// Requests to run (default: 40 for real execution, 1000 simulated).
+    /// Requests to run (default: 32 for real execution, 1000 simulated).
     #[arg(long)]
     requests: Option<usize>,
     /// Requests per second, Poisson arrivals; a comma list runs a sweep; "inf" (default):
@@ -52,6 +55,14 @@ pub struct ServeArgs {
     /// GPU preset for simulated execution.
     #[arg(long, default_value = "a100-40gb:opt-13b")]
     gpu: String,
+    /// Model for real execution: a .gguf file or a Hugging Face directory (default:
+    /// models/SmolLM2-135M-Instruct.Q4_1.gguf if present, else SmolLM2-135M's shape with
+    /// seeded random weights).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// K/V storage type for real execution: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    kv_dtype: String,
     /// Free blocks kept per running sequence when admitting (paged).
     #[arg(long)]
     headroom_blocks: Option<usize>,
@@ -137,57 +148,145 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         "real" => false,
         e => bail!("--exec must be real or simulated, not {e:?}"),
     };
-    if !simulated {
-        bail!("real execution needs the model runner; use --exec simulated");
-    }
-    let preset = GpuPreset::by_name(&args.gpu).with_context(|| {
-        let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
-        format!(
-            "unknown --gpu {:?} (one of: {})",
-            args.gpu,
-            names.join(", ")
-        )
-    })?;
-    let kv_budget = match &args.kv_budget {
-        Some(b) => parse_bytes(b)?,
-        None => preset.kv_budget_bytes,
-    };
-    let requests = args.requests.unwrap_or(1000);
     let mut all = Vec::new();
-    for rate in &rates {
-        let reqs = build_workload(args, *rate, requests, preset.vocab_size)?;
-        let mut reports = Vec::new();
-        for &policy in &policies {
-            let cfg = engine_config(args, policy, kv_budget);
-            let exec = SimulatedExecutor::new(preset.clone(), args.max_model_len);
-            let bar = progress(args.quiet, reqs.len(), policy, *rate);
-            let r = run_policy(exec, &cfg, &reqs, |n| bar.set_position(n as u64))
-                .with_context(|| format!("policy {policy}"))?;
-            bar.finish_and_clear();
-            reports.push(r);
+    let (model_name, kv_budget, requests);
+    if simulated {
+        let preset = GpuPreset::by_name(&args.gpu).with_context(|| {
+            let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
+            format!(
+                "unknown --gpu {:?} (one of: {})",
+                args.gpu,
+                names.join(", ")
+            )
+        })?;
+        model_name = preset.name.to_string();
+        kv_budget = args
+            .kv_budget
+            .as_deref()
+            .map_or(Ok(preset.kv_budget_bytes), parse_bytes)?;
+        requests = args.requests.unwrap_or(1000);
+        for rate in &rates {
+            let reqs = build_workload(args, *rate, requests, preset.vocab_size)?;
+            let reports = run_all(args, &policies, kv_budget, &reqs, *rate, || {
+                SimulatedExecutor::new(preset.clone(), args.max_model_len)
+            })?;
+            print_header(args, &reqs, *rate, kv_budget, &model_name);
+            print!("{}", table(&reports));
+            all.push((*rate, reports));
         }
-        relate_to_paged(&mut reports);
-        println!(
-            "{} requests, {}, rate {}, KV budget {:.1} MiB, block size {}, simulated {}",
-            reqs.len(),
-            args.trace
-                .as_ref()
-                .map_or(args.workload.clone(), |t| t.display().to_string()),
-            rate.map_or("all at once".to_string(), |r| format!("{r} req/s")),
-            kv_budget as f64 / (1024.0 * 1024.0),
-            args.block_size,
-            preset.name
-        );
-        print!("{}", table(&reports));
-        all.push((*rate, reports));
+    } else {
+        let dtype = match args.kv_dtype.as_str() {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            "bf16" => DType::Bf16,
+            d => bail!("--kv-dtype must be f32, f16 or bf16, not {d:?}"),
+        };
+        let (model, name) = load_model(args.model.as_deref())?;
+        let model = Arc::new(model);
+        if args.max_model_len > model.config().max_context {
+            bail!(
+                "--max-model-len {} exceeds the model's context of {}",
+                args.max_model_len,
+                model.config().max_context
+            );
+        }
+        model_name = name;
+        let per_token = model.config().kv_bytes_per_token(dtype) as u64;
+        kv_budget = args
+            .kv_budget
+            .as_deref()
+            .map_or(Ok(3 * args.max_model_len as u64 * per_token), parse_bytes)?;
+        requests = args.requests.unwrap_or(DEFAULT_REAL_REQUESTS);
+        for rate in &rates {
+            let reqs = build_workload(args, *rate, requests, model.config().vocab_size)?;
+            let reports = run_all(args, &policies, kv_budget, &reqs, *rate, || {
+                ModelExecutor::new(model.clone(), dtype)
+            })?;
+            print_header(args, &reqs, *rate, kv_budget, &model_name);
+            print!("{}", table(&reports));
+            all.push((*rate, reports));
+        }
     }
     if let Some(path) = &args.json {
-        write_json(path, args, &all, kv_budget, preset.name, requests)?;
+        write_json(path, args, &all, kv_budget, &model_name, requests)?;
     }
     if let Some(dir) = &args.svg {
         pagedattn_bench::plot::write_plots(dir, &all).map_err(anyhow::Error::msg)?;
     }
     Ok(())
+}
+
+/// Requests in a real-execution run unless told otherwise: enough for the batching effect
+/// to show, few enough that the four default policies finish in a few minutes here.
+const DEFAULT_REAL_REQUESTS: usize = 32;
+
+/// The real model's file, fetched by `scripts/fetch-model.sh`.
+const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn load_model(path: Option<&std::path::Path>) -> Result<(Model, String)> {
+    let opts = LoadOptions {
+        dtype: WeightDType::F32,
+    };
+    let path = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_MODEL)).filter(|p| p.exists()),
+    };
+    Ok(match path {
+        Some(p) => (
+            Model::load(&p, opts).with_context(|| format!("loading {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (
+            Model::random_named("smollm2-135m", 0, WeightDType::F32)?,
+            "smollm2-135m shape, random weights (no models/ file; see scripts/fetch-model.sh)"
+                .to_string(),
+        ),
+    })
+}
+
+fn run_all<E: pagedattn_engine::Executor>(
+    args: &ServeArgs,
+    policies: &[KvPolicy],
+    kv_budget: u64,
+    reqs: &[WorkloadRequest],
+    rate: Option<f64>,
+    mut executor: impl FnMut() -> E,
+) -> Result<Vec<PolicyReport>> {
+    let mut reports = Vec::new();
+    for &policy in policies {
+        let cfg = engine_config(args, policy, kv_budget);
+        let bar = progress(args.quiet, reqs.len(), policy, rate);
+        let r = run_policy(executor(), &cfg, reqs, |n| bar.set_position(n as u64))
+            .with_context(|| format!("policy {policy}"))?;
+        bar.finish_and_clear();
+        reports.push(r);
+    }
+    relate_to_paged(&mut reports);
+    Ok(reports)
+}
+
+fn print_header(
+    args: &ServeArgs,
+    reqs: &[WorkloadRequest],
+    rate: Option<f64>,
+    kv_budget: u64,
+    model: &str,
+) {
+    let mean = |f: fn(&WorkloadRequest) -> usize| {
+        reqs.iter().map(f).sum::<usize>() as f64 / reqs.len() as f64
+    };
+    println!(
+        "{} requests ({}; mean prompt {:.0}, output {:.0} tokens), {}, KV budget {:.1} MiB for every policy, block size {}, {} execution: {}",
+        reqs.len(),
+        args.trace.as_ref().map_or(args.workload.clone(), |t| t.display().to_string()),
+        mean(|r| r.prompt.len()),
+        mean(|r| r.output_len),
+        rate.map_or("all at once".to_string(), |r| if r.is_nan() { "trace arrivals".into() } else { format!("Poisson {r} req/s") }),
+        kv_budget as f64 / (1024.0 * 1024.0),
+        args.block_size,
+        args.exec,
+        model
+    );
 }
 
 fn engine_config(args: &ServeArgs, policy: KvPolicy, kv_budget: u64) -> EngineConfig {

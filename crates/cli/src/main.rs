@@ -1,7 +1,9 @@
-//! `pagedattn`: PagedAttention on the CPU — benchmarks, generation, serving.
+//! `pagedattn`: PagedAttention on the CPU — benchmarks and generation.
 
+mod bench_kernels;
 mod bench_kv;
 mod bench_serve;
+mod generate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -13,6 +15,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up; boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Benchmarks.
@@ -20,31 +24,40 @@ enum Command {
         #[command(subcommand)]
         which: Bench,
     },
+    /// Generate text with a model (streams tokens to stdout).
+    Generate(generate::GenerateArgs),
 }
 
-// Parsed once at start-up; boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// The serving benchmark: paged vs contiguous KV at equal memory.
     Serve(bench_serve::ServeArgs),
+    /// Attention kernels: paged vs contiguous vs padded, against this machine's roofline.
+    Kernels(bench_kernels::KernelsArgs),
     /// Block manager vs contiguous allocator on a synthetic serving workload (no model).
     Kv(bench_kv::KvArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Bench { which } => match which {
-            Bench::Serve(args) => bench_serve::run(args),
-            Bench::Kv(args) => bench_kv::run(args),
-        },
+    // Benchmarks exit 2 on bad input, like a bad flag; generation exits 1 on any failure.
+    let (result, code) = match &cli.command {
+        Command::Bench { which } => (
+            match which {
+                Bench::Serve(args) => bench_serve::run(args),
+                Bench::Kernels(args) => bench_kernels::run(args),
+                Bench::Kv(args) => bench_kv::run(args),
+            },
+            2,
+        ),
+        Command::Generate(args) => (generate::run(args), 1),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(code)
         }
     }
 }

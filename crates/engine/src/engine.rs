@@ -5,12 +5,10 @@ use crate::executor::{Executor, ModelSpec, SeqChunk, StepBatch};
 use crate::kv_space::{KvPolicy, KvSpace, KvUsage};
 use crate::metrics::{EngineTotals, SeqMetrics, StepMetrics};
 use crate::request::{Request, RequestId, SamplingParams};
-use crate::sampling::sample;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::sequence::{FinishReason, SeqState, Sequence};
 use pagedattn_kv::{SeqId, TokenId};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use pagedattn_model::Sampler;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -208,7 +206,7 @@ impl<E: Executor> Engine<E> {
                 num_computed: 0,
                 num_emitted: 0,
                 state: SeqState::Waiting,
-                rng: StdRng::seed_from_u64(seed.wrapping_add(index as u64)),
+                sampler: sampler(&req.params, seed, index, id)?,
                 pending_forks: if index == 0 { forks } else { 0 },
             };
             self.metrics.insert(sid, new_metrics(&seq, req.arrival));
@@ -388,7 +386,7 @@ impl<E: Executor> Engine<E> {
                 num_computed: computed,
                 num_emitted: 0,
                 state: SeqState::Waiting,
-                rng: StdRng::seed_from_u64(seed.wrapping_add(index as u64)),
+                sampler: sampler(&self.requests[&request].params, seed, index, request)?,
                 pending_forks: 0,
             };
             seq.set_state(SeqState::Running);
@@ -421,7 +419,7 @@ impl<E: Executor> Engine<E> {
         let seq = self.sched.seqs.get_mut(&sid).expect("live sequence");
         let params = &self.requests[&seq.request].params;
         let token = match logits {
-            Some(l) => sample(l, params, &mut seq.rng),
+            Some(l) => seq.sampler.sample(l),
             None => 0, // simulated execution: contents do not matter, lengths are forced
         };
         seq.tokens.push(token);
@@ -518,6 +516,15 @@ impl<E: Executor> Engine<E> {
             .collect())
     }
 
+    /// The unfinished sequences, running ones first (in admission order), then waiting.
+    pub fn sequences(&self) -> impl Iterator<Item = &Sequence> + '_ {
+        self.sched
+            .running
+            .iter()
+            .chain(self.sched.waiting.iter())
+            .map(|id| &self.sched.seqs[id])
+    }
+
     /// Metrics of finished sequences, in finishing order.
     pub fn finished_metrics(&self) -> &[SeqMetrics] {
         &self.finished
@@ -571,6 +578,20 @@ impl<E: Executor> Engine<E> {
         }
         Ok(())
     }
+}
+
+/// The sampler of sequence `index` of a request: its own stream, seeded `seed + index`.
+fn sampler(p: &SamplingParams, seed: u64, index: usize, id: RequestId) -> Result<Sampler> {
+    Sampler::new(pagedattn_model::SamplingParams {
+        temperature: p.temperature,
+        top_k: p.top_k,
+        top_p: p.top_p,
+        seed: seed.wrapping_add(index as u64),
+    })
+    .map_err(|e| EngineError::InvalidSampling {
+        id,
+        what: e.to_string(),
+    })
 }
 
 fn new_metrics(seq: &Sequence, arrival: f64) -> SeqMetrics {

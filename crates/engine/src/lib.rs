@@ -43,8 +43,8 @@ mod error;
 mod executor;
 mod kv_space;
 mod metrics;
+mod model_executor;
 mod request;
-pub mod sampling;
 mod scheduler;
 mod sequence;
 
@@ -53,6 +53,7 @@ pub use error::{EngineError, Result};
 pub use executor::{Addressing, Executor, KvLayout, ModelSpec, SeqChunk, StepBatch, StepOutput};
 pub use kv_space::{ContiguousSizing, KvPolicy, KvUsage};
 pub use metrics::{EngineTotals, SeqMetrics, StepMetrics};
+pub use model_executor::ModelExecutor;
 pub use request::{Request, RequestId, SamplingParams};
 pub use scheduler::SchedulerConfig;
-pub use sequence::{FinishReason, SeqState};
+pub use sequence::{FinishReason, SeqState, Sequence};

@@ -10,7 +10,7 @@
 
 use crate::request::RequestId;
 use pagedattn_kv::{SeqId, TokenId};
-use rand::rngs::StdRng;
+use pagedattn_model::Sampler;
 use serde::{Deserialize, Serialize};
 
 /// Why a sequence stopped.
@@ -52,13 +52,49 @@ pub struct Sequence {
     /// Generated tokens already returned to the caller.
     pub(crate) num_emitted: usize,
     pub(crate) state: SeqState,
-    pub(crate) rng: StdRng,
+    /// Picks its tokens, with its own seeded random stream.
+    pub(crate) sampler: Sampler,
     /// Whether this is a request's first sequence that still has to fork its siblings
     /// (paged parallel sampling) when its prompt is done.
     pub(crate) pending_forks: usize,
 }
 
 impl Sequence {
+    /// The sequence's id (its key in the KV manager).
+    pub fn id(&self) -> SeqId {
+        self.id
+    }
+
+    /// Its request.
+    pub fn request(&self) -> RequestId {
+        self.request
+    }
+
+    /// Index among the request's sequences.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Where it is in its life.
+    pub fn state(&self) -> SeqState {
+        self.state
+    }
+
+    /// Prompt followed by the generated tokens.
+    pub fn tokens(&self) -> &[TokenId] {
+        &self.tokens
+    }
+
+    /// Generated tokens so far.
+    pub fn output(&self) -> &[TokenId] {
+        &self.tokens[self.prompt_len..]
+    }
+
+    /// Tokens whose K/V are in the cache.
+    pub fn num_computed(&self) -> usize {
+        self.num_computed
+    }
+
     /// Tokens whose K/V still have to be computed before the next token can be sampled.
     pub(crate) fn num_uncomputed(&self) -> usize {
         self.tokens.len() - self.num_computed

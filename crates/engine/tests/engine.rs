@@ -5,7 +5,7 @@ mod common;
 use common::{config, Mock, VOCAB};
 use pagedattn_engine::{
     ContiguousSizing, Engine, EngineError, FinishReason, KvPolicy, Request, RequestId,
-    SamplingParams,
+    SamplingParams, SeqState,
 };
 
 const MAX_LEN: usize = 256;
@@ -252,6 +252,10 @@ fn abort_frees_everything_at_any_point() {
         }
         for step in 0..30 {
             e.step().unwrap();
+            for s in e.sequences() {
+                assert!(matches!(s.state(), SeqState::Running | SeqState::Waiting));
+                assert!(s.num_computed() <= s.tokens().len());
+            }
             if step % 3 == 0 {
                 let _ = e.abort(RequestId(step / 3));
             }

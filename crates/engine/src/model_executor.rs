@@ -1,0 +1,145 @@
+//! The real executor: a [`Model`] on this CPU, with its K/V in the paged [`KvCache`] or
+//! the contiguous [`ContiguousKv`] arena, whichever layout the engine's policy asks for.
+
+use crate::executor::{Addressing, Executor, KvLayout, ModelSpec, StepBatch, StepOutput};
+use pagedattn_kernels::{ContiguousKv, ContiguousKvConfig, DType, KvCache, KvCacheConfig};
+use pagedattn_kv::BlockCopy;
+use pagedattn_model::{Batch, KvLocation, LogitsFor, Model, SeqInput};
+use std::sync::Arc;
+
+enum Store {
+    Paged(KvCache),
+    Contiguous(ContiguousKv),
+}
+
+/// Runs a model over the engine's batches.
+pub struct ModelExecutor {
+    model: Arc<Model>,
+    dtype: DType,
+    store: Option<Store>,
+}
+
+impl std::fmt::Debug for ModelExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelExecutor")
+            .field("config", self.model.config())
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelExecutor {
+    /// An executor for `model` storing K/V as `dtype`. The model is shared, so several
+    /// engines (one per policy) can run it in turn without reloading.
+    pub fn new(model: Arc<Model>, dtype: DType) -> Self {
+        Self {
+            model,
+            dtype,
+            store: None,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+}
+
+impl Executor for ModelExecutor {
+    fn spec(&self) -> ModelSpec {
+        let c = self.model.config();
+        ModelSpec {
+            kv_bytes_per_token: c.kv_bytes_per_token(self.dtype) as u64,
+            vocab_size: c.vocab_size,
+            max_model_len: c.max_context,
+            eos_token_id: self
+                .model
+                .tokenizer()
+                .and_then(pagedattn_model::Tokenizer::eos_id),
+            simulated: false,
+        }
+    }
+
+    fn init_kv(&mut self, layout: KvLayout) -> Result<(), String> {
+        let c = self.model.config();
+        self.store = Some(match layout {
+            KvLayout::Paged {
+                num_blocks,
+                block_size,
+            } => Store::Paged(
+                KvCache::new(KvCacheConfig {
+                    num_layers: c.num_layers,
+                    num_blocks,
+                    num_kv_heads: c.num_kv_heads,
+                    block_size,
+                    head_dim: c.head_dim,
+                    dtype: self.dtype,
+                })
+                .map_err(|e| e.to_string())?,
+            ),
+            KvLayout::Contiguous { slots } => Store::Contiguous(
+                ContiguousKv::new(ContiguousKvConfig {
+                    num_layers: c.num_layers,
+                    num_kv_heads: c.num_kv_heads,
+                    capacity_slots: slots,
+                    head_dim: c.head_dim,
+                    dtype: self.dtype,
+                })
+                .map_err(|e| e.to_string())?,
+            ),
+        });
+        Ok(())
+    }
+
+    fn copy_blocks(&mut self, copies: &[BlockCopy]) -> Result<(), String> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        match &mut self.store {
+            Some(Store::Paged(c)) => {
+                let pairs: Vec<_> = copies.iter().map(|c| (c.src, c.dst)).collect();
+                c.copy_blocks(&pairs).map_err(|e| e.to_string())
+            }
+            _ => Err("block copies need a paged KV cache".into()),
+        }
+    }
+
+    fn execute(&mut self, batch: &StepBatch<'_>) -> Result<StepOutput, String> {
+        let slots: Vec<Vec<usize>> = batch
+            .chunks
+            .iter()
+            .map(|c| {
+                (0..c.tokens.len())
+                    .map(|i| c.addressing.slot(c.start_pos + i))
+                    .collect()
+            })
+            .collect();
+        let mut b = Batch::new();
+        for (c, s) in batch.chunks.iter().zip(&slots) {
+            b.push(SeqInput {
+                tokens: c.tokens,
+                start_pos: c.start_pos,
+                slots: s,
+                kv: match c.addressing {
+                    Addressing::Paged { block_table, .. } => KvLocation::Paged(block_table),
+                    Addressing::Contiguous { base } => KvLocation::Contiguous { start_slot: base },
+                },
+                logits: if c.want_logits {
+                    LogitsFor::Last
+                } else {
+                    LogitsFor::None
+                },
+            });
+        }
+        let logits = match &mut self.store {
+            Some(Store::Paged(kv)) => self.model.forward(&b, kv),
+            Some(Store::Contiguous(kv)) => self.model.forward(&b, kv),
+            None => return Err("KV storage was not initialized".into()),
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(StepOutput {
+            logits: Some(logits.data),
+            modeled_seconds: None,
+        })
+    }
+}

@@ -1,0 +1,192 @@
+//! AVX-512 path: 16 f32 lanes; f16 widened with `vcvtph2ps`, bf16 by a 16-bit shift.
+
+use super::{widen_tail, Lanes};
+use crate::dtype::KvElem;
+use crate::schedule::Unit;
+use crate::source::KvSource;
+use crate::tile::{RunCtx, Scratch};
+use std::arch::x86_64::{
+    __m512, __mmask16, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_castsi512_ps,
+    _mm512_cmp_ps_mask, _mm512_cvtepu16_epi32, _mm512_cvtph_ps, _mm512_cvtps_epi32,
+    _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_blend_ps, _mm512_max_ps, _mm512_mul_ps,
+    _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps, _mm512_set1_epi32,
+    _mm512_set1_ps, _mm512_slli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm_prefetch, _CMP_LT_OQ,
+    _MM_HINT_T0,
+};
+
+/// Token for AVX-512F/BW/VL + FMA + F16C. Created only in [`run_unit`], which is compiled
+/// with those features and entered only after [`crate::Isa::is_available`] said yes; every
+/// `unsafe` below relies on that.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512(());
+
+impl Lanes for Avx512 {
+    const W: usize = 16;
+    type V = __m512;
+    type M = __mmask16;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m512 {
+        // SAFETY: the token proves AVX-512F (module docs).
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    fn load(self, s: &[f32]) -> __m512 {
+        assert!(s.len() >= 16);
+        // SAFETY: 16 readable f32 checked above; unaligned load; token proves AVX-512F.
+        unsafe { _mm512_loadu_ps(s.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32], v: __m512) {
+        assert!(s.len() >= 16);
+        // SAFETY: 16 writable f32 checked above; unaligned store; token proves AVX-512F.
+        unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token proves AVX-512F.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token proves AVX-512F.
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token proves AVX-512F.
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: token proves AVX-512F.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token proves AVX-512F.
+        unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn lt(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: token proves AVX-512F.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn select(self, m: __mmask16, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token proves AVX-512F. `mask_blend` takes the second operand where set.
+        unsafe { _mm512_mask_blend_ps(m, b, a) }
+    }
+    #[inline(always)]
+    fn reduce_add(self, v: __m512) -> f32 {
+        // SAFETY: token proves AVX-512F.
+        unsafe { _mm512_reduce_add_ps(v) }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: __m512) -> f32 {
+        // SAFETY: token proves AVX-512F.
+        unsafe { _mm512_reduce_max_ps(v) }
+    }
+    #[inline(always)]
+    fn floor(self, v: __m512) -> __m512 {
+        // SAFETY: token proves AVX-512F. Immediate 0x09: round down, suppress exceptions.
+        unsafe { _mm512_roundscale_ps::<0x09>(v) }
+    }
+    #[inline(always)]
+    fn pow2i(self, n: __m512) -> __m512 {
+        // SAFETY: token proves AVX-512F. `n` is integral, so the conversion is exact.
+        unsafe {
+            let e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e))
+        }
+    }
+    #[inline(always)]
+    fn load_f16(self, s: &[u16]) -> __m512 {
+        assert!(s.len() >= 16);
+        // SAFETY: 16 readable u16 checked above; token proves AVX-512F (`vcvtph2ps`).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(s.as_ptr().cast())) }
+    }
+    #[inline(always)]
+    fn load_bf16(self, s: &[u16]) -> __m512 {
+        assert!(s.len() >= 16);
+        // SAFETY: 16 readable u16 checked above; token proves AVX-512F. bf16 is the top
+        // half of an f32: zero-extend to 32 bits and shift left 16.
+        unsafe {
+            let h = _mm256_loadu_si256(s.as_ptr().cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
+    #[inline(always)]
+    fn widen_f16(self, src: &[u16], dst: &mut [f32]) {
+        let mut i = 0;
+        while i + 16 <= src.len().min(dst.len()) {
+            // SAFETY: 16 u16 readable and 16 f32 writable at `i` (loop bound); token proves
+            // AVX-512F, which includes the 512-bit `vcvtph2ps`.
+            unsafe {
+                let h = _mm256_loadu_si256(src.as_ptr().add(i).cast());
+                _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+            }
+            i += 16;
+        }
+        widen_tail(&src[i..], &mut dst[i..], false);
+    }
+    #[inline(always)]
+    fn widen_bf16(self, src: &[u16], dst: &mut [f32]) {
+        let mut i = 0;
+        while i + 16 <= src.len().min(dst.len()) {
+            // SAFETY: as in `widen_f16`. bf16 is the top half of an f32: zero-extend to 32
+            // bits and shift left 16.
+            unsafe {
+                let h = _mm256_loadu_si256(src.as_ptr().add(i).cast());
+                let w = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h));
+                _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_castsi512_ps(w));
+            }
+            i += 16;
+        }
+        widen_tail(&src[i..], &mut dst[i..], true);
+    }
+    #[inline(always)]
+    fn prefetch<T>(self, s: &[T]) {
+        let bytes = std::mem::size_of_val(s);
+        let p = s.as_ptr().cast::<i8>();
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: a prefetch never faults; the address is inside `s` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+            off += 64;
+        }
+    }
+}
+
+/// Runs one work unit with AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512F/BW/VL, AVX2, FMA and F16C (`Isa::Avx512.is_available()`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn run_unit<T: KvElem, S: KvSource<T>>(
+    ctx: &RunCtx<'_>,
+    src: &S,
+    unit: &Unit,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    crate::tile::run_unit::<_, T, S, 16>(Avx512(()), ctx, src, unit, scratch, out);
+}
+
+/// FMA throughput probe with Avx512.
+///
+/// # Safety
+/// Same CPU requirements as [`run_unit`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn fma_loop(iters: usize) -> f32 {
+    crate::probe::fma_loop(Avx512(()), iters, 1.0)
+}
+
+/// Streaming-read probe with Avx512.
+///
+/// # Safety
+/// Same CPU requirements as [`run_unit`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn sum(data: &[f32]) -> f32 {
+    crate::probe::sum_loop(Avx512(()), data)
+}

@@ -1,0 +1,277 @@
+//! Instruction-set dispatch.
+//!
+//! The kernels are written once, generically over [`Lanes`] — a handful of vector
+//! operations — and compiled once per instruction set inside a `#[target_feature]` entry
+//! function (`avx512::run_unit`, `avx2::run_unit`, ...). Everything between that entry and
+//! the intrinsics is `#[inline(always)]`, so the generic code is compiled with the entry's
+//! features. A `Lanes` value is a zero-sized token that only those entry functions create,
+//! after the CPU was checked; holding one is the proof that its intrinsics may run.
+//!
+//! The path is chosen once per process ([`Isa::selected`]): the best available, or the one
+//! named by `PAGEDATTN_ISA=scalar|avx2|avx512|neon` when this CPU has it. Callers may also
+//! pass an explicit [`Isa`] per call (tests iterate over [`Isa::available`]).
+
+use std::fmt;
+use std::sync::OnceLock;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+pub(crate) mod scalar;
+
+/// A SIMD code path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, one lane; the fallback on every CPU.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C, 8 lanes.
+    Avx2,
+    /// x86-64 AVX-512F (+BW/VL), 16 lanes.
+    Avx512,
+    /// aarch64 Advanced SIMD, 4 lanes.
+    Neon,
+}
+
+impl Isa {
+    /// Lower-case name, as `PAGEDATTN_ISA` spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
+            Self::Neon => "neon",
+        }
+    }
+
+    /// Parses a name as accepted by `PAGEDATTN_ISA`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Some(Self::Scalar),
+            "avx2" => Some(Self::Avx2),
+            "avx512" => Some(Self::Avx512),
+            "neon" => Some(Self::Neon),
+            _ => None,
+        }
+    }
+
+    /// Whether this CPU can run the path (checked once, then cached).
+    pub fn is_available(self) -> bool {
+        static CACHE: OnceLock<[bool; 4]> = OnceLock::new();
+        let flags = CACHE
+            .get_or_init(|| [Self::Scalar, Self::Avx2, Self::Avx512, Self::Neon].map(Self::detect));
+        flags[self as usize]
+    }
+
+    fn detect(self) -> bool {
+        match self {
+            Self::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => {
+                Self::Avx2.detect()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every path this CPU can run, fastest first (scalar last).
+    pub fn available() -> Vec<Self> {
+        [Self::Avx512, Self::Avx2, Self::Neon, Self::Scalar]
+            .into_iter()
+            .filter(|i| i.is_available())
+            .collect()
+    }
+
+    /// The fastest available path, ignoring `PAGEDATTN_ISA`.
+    pub fn best() -> Self {
+        Self::available()[0]
+    }
+
+    /// The process-wide choice: `PAGEDATTN_ISA` if set and available, else [`Isa::best`].
+    /// Read once; later changes to the environment have no effect.
+    pub fn selected() -> Self {
+        static SELECTED: OnceLock<Isa> = OnceLock::new();
+        *SELECTED.get_or_init(|| {
+            std::env::var("PAGEDATTN_ISA")
+                .ok()
+                .and_then(|s| Self::parse(&s))
+                .filter(|i| i.is_available())
+                .unwrap_or_else(Self::best)
+        })
+    }
+
+    /// Vector width in f32 lanes.
+    pub const fn lanes(self) -> usize {
+        match self {
+            Self::Scalar => 1,
+            Self::Avx2 => 8,
+            Self::Avx512 => 16,
+            Self::Neon => 4,
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The vector operations the generic kernels use. Implemented by zero-sized tokens, one
+/// per instruction set; see the module docs for why holding one makes the calls sound.
+pub(crate) trait Lanes: Copy {
+    /// f32 lanes per vector.
+    const W: usize;
+    /// A vector of `W` f32.
+    type V: Copy;
+    /// A lane mask.
+    type M: Copy;
+
+    fn splat(self, x: f32) -> Self::V;
+    /// Loads `s[..W]` (panics if `s` is shorter).
+    fn load(self, s: &[f32]) -> Self::V;
+    /// Stores into `s[..W]` (panics if `s` is shorter).
+    fn store(self, s: &mut [f32], v: Self::V);
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`, fused.
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Lanes where `a < b`.
+    fn lt(self, a: Self::V, b: Self::V) -> Self::M;
+    /// `a` where `m`, else `b`.
+    fn select(self, m: Self::M, a: Self::V, b: Self::V) -> Self::V;
+    fn reduce_add(self, v: Self::V) -> f32;
+    fn reduce_max(self, v: Self::V) -> f32;
+    /// Rounds toward negative infinity.
+    fn floor(self, v: Self::V) -> Self::V;
+    /// `2^n` for integral `n` in `[-126, 127]`, built in the exponent bits.
+    fn pow2i(self, n: Self::V) -> Self::V;
+    /// Loads `W` IEEE half bit patterns widened to f32 (panics if `s` is shorter).
+    fn load_f16(self, s: &[u16]) -> Self::V;
+    /// Loads `W` bfloat16 bit patterns widened to f32 (panics if `s` is shorter).
+    fn load_bf16(self, s: &[u16]) -> Self::V;
+    /// Widens IEEE half bit patterns; `dst.len() == src.len()`.
+    fn widen_f16(self, src: &[u16], dst: &mut [f32]);
+    /// Widens bfloat16 bit patterns; `dst.len() == src.len()`.
+    fn widen_bf16(self, src: &[u16], dst: &mut [f32]);
+    /// Hints that `s` will be read soon (no-op where unsupported).
+    fn prefetch<T>(self, s: &[T]);
+
+    fn zero(self) -> Self::V {
+        self.splat(0.0)
+    }
+}
+
+/// `e^x` per lane, Cephes-style: `x = n ln2 + r`, a degree-6 polynomial for `e^r`, and
+/// `2^n` from the exponent bits. Relative error about 2e-7 on the inputs softmax produces
+/// (`x <= 0`); inputs below -87 give ~1e-38 instead of 0, which callers mask.
+#[inline(always)]
+pub(crate) fn exp<L: Lanes>(l: L, x: L::V) -> L::V {
+    let x = l.max(x, l.splat(-87.0));
+    let x = l.select(l.lt(l.splat(88.0), x), l.splat(88.0), x);
+    let n = l.floor(l.fma(x, l.splat(std::f32::consts::LOG2_E), l.splat(0.5)));
+    let r = l.fma(n, l.splat(-0.693_359_4), x);
+    let r = l.fma(n, l.splat(2.121_944_4e-4), r);
+    let mut p = l.splat(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        p = l.fma(p, r, l.splat(c));
+    }
+    let rr = l.mul(r, r);
+    let e = l.add(l.fma(p, rr, r), l.splat(1.0));
+    l.mul(e, l.pow2i(n))
+}
+
+/// Scalar tail of the f16/bf16 widening, shared by the SIMD paths.
+#[inline(always)]
+pub(crate) fn widen_tail(src: &[u16], dst: &mut [f32], bf16: bool) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = if bf16 {
+            f32::from_bits(u32::from(s) << 16)
+        } else {
+            half::f16::from_bits(s).to_f32()
+        };
+    }
+}
+
+/// Runs the FMA probe on `isa` (which the caller checked is available).
+pub(crate) fn dispatch_fma(isa: Isa, iters: usize) -> f32 {
+    match isa {
+        // SAFETY: callers pass only ISAs for which `is_available()` returned true.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::fma_loop(iters) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::fma_loop(iters) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { neon::fma_loop(iters) },
+        _ => scalar::fma_loop(iters),
+    }
+}
+
+/// Runs the read probe on `isa` (which the caller checked is available).
+pub(crate) fn dispatch_sum(isa: Isa, data: &[f32]) -> f32 {
+    match isa {
+        // SAFETY: callers pass only ISAs for which `is_available()` returned true.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::sum(data) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::sum(data) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { neon::sum(data) },
+        _ => scalar::sum(data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{exp, scalar::Scalar, Isa};
+
+    #[test]
+    fn exp_is_accurate_on_softmax_inputs() {
+        let l = Scalar::token();
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let got = f64::from(exp(l, x));
+            let want = f64::from(x).exp();
+            worst = worst.max((got - want).abs() / want);
+            x += 0.0137;
+        }
+        assert!(worst < 5e-7, "worst relative error {worst:e}");
+        assert!(exp(l, f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
+            assert_eq!(Isa::parse(isa.name()), Some(isa));
+        }
+        assert!(Isa::available().contains(&Isa::Scalar));
+        assert!(Isa::selected().is_available());
+    }
+}

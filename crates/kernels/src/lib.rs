@@ -1,0 +1,77 @@
+//! PagedAttention kernels for the CPU.
+//!
+//! - [`KvCache`]: block-paged K/V storage, per layer `[num_blocks, num_kv_heads,
+//!   block_size, head_dim]`, in f32, f16 or bf16 ([`DType`]); [`KvCache::write_kv`]
+//!   scatters new tokens into their slots, [`KvCache::copy_blocks`] serves copy-on-write.
+//! - [`ContiguousKv`]: the baseline layout, one arena `[num_kv_heads, capacity_slots,
+//!   head_dim]` per layer in which each sequence owns a run of slots.
+//! - [`paged_attention`], [`contiguous_attention`], [`padded_attention`]: decode and
+//!   causal prefill over a flattened batch of sequences, grouped-query attention, online
+//!   softmax in one pass, split-K with a merge when there are few sequences. All three run
+//!   the *same* tile loop; only the address of a tile differs, so paged and contiguous
+//!   outputs for the same inputs are bitwise identical.
+//! - [`Isa`]: runtime-dispatched SIMD (AVX-512, AVX2+FMA, NEON, scalar), chosen once, or
+//!   forced with `PAGEDATTN_ISA` or per call.
+//! - [`reference_attention`]: the f64 specification the kernels are tested against.
+//!
+//! ```
+//! use pagedattn_kernels::{paged_attention, AttentionConfig, DType, KvCache, KvCacheConfig, PagedSeq};
+//! use pagedattn_kv::BlockId;
+//!
+//! let (heads, kv_heads, dim, block) = (4, 2, 8, 4);
+//! let mut cache = KvCache::new(KvCacheConfig {
+//!     num_layers: 1, num_blocks: 8, num_kv_heads: kv_heads, block_size: block, head_dim: dim,
+//!     dtype: DType::F32,
+//! })?;
+//! // A 6-token prompt stored in blocks 5 and 2 (slots 20..24 and 8..10).
+//! let table = [BlockId(5), BlockId(2)];
+//! let slots: Vec<usize> = (0..6).map(|t| table[t / block].index() * block + t % block).collect();
+//! let kv: Vec<f32> = (0..6 * kv_heads * dim).map(|i| (i % 7) as f32 * 0.1).collect();
+//! cache.write_kv(0, &slots, &kv, &kv)?;
+//!
+//! // Prefill all six tokens (causal), in one call.
+//! let q = vec![0.5f32; 6 * heads * dim];
+//! let mut out = vec![0.0f32; q.len()];
+//! let seqs = [PagedSeq { query_start: 0, query_len: 6, context_len: 6, kv: &table[..] }];
+//! paged_attention(&AttentionConfig::new(heads, dim), &cache, 0, &q, &seqs, &mut out)?;
+//! // The first token sees only itself: its output is its own value row.
+//! assert!((out[0] - kv[0]).abs() < 1e-6);
+//! # Ok::<(), pagedattn_kernels::KernelError>(())
+//! ```
+
+// The SIMD design depends on `#[inline(always)]`: generic kernel code must be inlined into
+// each `#[target_feature]` entry to be compiled with that entry's instruction set.
+#![allow(clippy::inline_always)]
+
+mod attention;
+mod cache;
+mod contiguous;
+mod dot;
+mod dtype;
+mod error;
+mod isa;
+mod kernel;
+mod probe;
+mod reference;
+mod rows;
+mod schedule;
+mod source;
+mod storage;
+mod tile;
+mod validate;
+
+pub use attention::{
+    contiguous_attention, padded_attention, paged_attention, AttentionConfig, ContiguousSeq,
+    PagedSeq, SeqSpec,
+};
+pub use cache::{KvCache, KvCacheConfig};
+pub use contiguous::{ContiguousKv, ContiguousKvConfig, ContiguousRun};
+pub use dtype::{DType, KvElem};
+pub use error::{KernelError, Result};
+pub use isa::Isa;
+pub use kernel::{
+    AttentionKernel, AttentionPhase, ContiguousAttention, PaddedAttention, PagedAttention,
+};
+pub use probe::{fma_peak_gflops, sum_f32};
+pub use reference::{reference_attention, RefSeq, RefShape};
+pub use schedule::SplitPolicy;

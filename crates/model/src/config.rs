@@ -1,0 +1,329 @@
+//! Model shape and hyperparameters, from GGUF metadata, a Hugging Face `config.json`, or a
+//! built-in name.
+
+use crate::error::{ModelError, Result};
+use crate::gguf::{GgufFile, Value};
+use pagedattn_kernels::DType;
+use serde::{Deserialize, Serialize};
+
+/// How rotary embeddings pair up the elements of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RopeStyle {
+    /// Rotate `(2i, 2i + 1)`: GGUF files, whose converter permutes the Q/K rows to match.
+    AdjacentPairs,
+    /// Rotate `(i, i + head_dim / 2)`: Hugging Face checkpoints.
+    HalfSplit,
+}
+
+/// Shape and hyperparameters of a Llama-family decoder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Decoder layers.
+    pub num_layers: usize,
+    /// Residual stream width.
+    pub hidden_size: usize,
+    /// SwiGLU inner width.
+    pub intermediate_size: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub num_kv_heads: usize,
+    /// Elements per head.
+    pub head_dim: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Longest context the model was trained for; positions beyond it are rejected.
+    pub max_context: usize,
+    /// RoPE base frequency.
+    pub rope_theta: f32,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f32,
+    /// RoPE pairing convention.
+    pub rope_style: RopeStyle,
+    /// Whether the LM head reuses the token embedding.
+    pub tie_embeddings: bool,
+}
+
+impl ModelConfig {
+    /// A built-in config by name: `smollm2-135m` (the real model's shape) or `tiny`
+    /// (a few thousand parameters per layer, for fast tests).
+    pub fn named(name: &str) -> Result<Self> {
+        match name {
+            "smollm2-135m" => Ok(Self {
+                num_layers: 30,
+                hidden_size: 576,
+                intermediate_size: 1536,
+                num_heads: 9,
+                num_kv_heads: 3,
+                head_dim: 64,
+                vocab_size: 49_152,
+                max_context: 8192,
+                rope_theta: 100_000.0,
+                rms_norm_eps: 1e-5,
+                rope_style: RopeStyle::AdjacentPairs,
+                tie_embeddings: true,
+            }),
+            "tiny" => Ok(Self {
+                num_layers: 2,
+                hidden_size: 64,
+                intermediate_size: 128,
+                num_heads: 4,
+                num_kv_heads: 2,
+                head_dim: 16,
+                vocab_size: 256,
+                max_context: 1024,
+                rope_theta: 10_000.0,
+                rms_norm_eps: 1e-5,
+                rope_style: RopeStyle::AdjacentPairs,
+                tie_embeddings: true,
+            }),
+            _ => Err(ModelError::UnknownConfig(name.to_string())),
+        }
+    }
+
+    /// Bytes of K and V one token occupies across all layers, stored as `dtype`; divide a
+    /// KV memory budget by this to size the cache.
+    pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
+        2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype.size()
+    }
+
+    /// Width of the query projection (`num_heads * head_dim`).
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    /// Width of the key (or value) projection (`num_kv_heads * head_dim`).
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    /// Parameters (with tied embeddings counted once); saturates instead of overflowing.
+    pub fn num_params(&self) -> usize {
+        self.checked_num_params().unwrap_or(usize::MAX)
+    }
+
+    fn checked_num_params(&self) -> Option<usize> {
+        let (h, f) = (self.hidden_size, self.intermediate_size);
+        let q = self.num_heads.checked_mul(self.head_dim)?;
+        let kv = self.num_kv_heads.checked_mul(self.head_dim)?;
+        let qkv = q.checked_add(kv.checked_mul(2)?)?;
+        let attn = h.checked_mul(qkv)?.checked_add(q.checked_mul(h)?)?;
+        let layer = attn
+            .checked_add(h.checked_mul(f)?.checked_mul(3)?)?
+            .checked_add(2 * h)?;
+        let embed = self.vocab_size.checked_mul(h)?;
+        let head = if self.tie_embeddings { 0 } else { embed };
+        self.num_layers
+            .checked_mul(layer)?
+            .checked_add(embed)?
+            .checked_add(h)?
+            .checked_add(head)
+    }
+
+    /// Checks the config is usable (non-zero sizes, heads divide, even head_dim).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::InvalidConfig(m));
+        for (name, v) in [
+            ("num_layers", self.num_layers),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_heads", self.num_heads),
+            ("num_kv_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_context", self.max_context),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be > 0"));
+            }
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return bad(format!(
+                "num_heads {} is not a multiple of num_kv_heads {}",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return bad(format!("head_dim {} must be even for RoPE", self.head_dim));
+        }
+        // Every buffer is sized from these numbers; refuse ones that overflow before any
+        // is allocated (the tensor shapes are checked against the file separately).
+        if self
+            .checked_num_params()
+            .and_then(|p| p.checked_mul(4))
+            .is_none()
+        {
+            return bad("the parameter count overflows".into());
+        }
+        if self.vocab_size > u32::MAX as usize {
+            return bad("vocab_size exceeds u32 token ids".into());
+        }
+        if !(self.rope_theta > 0.0 && self.rms_norm_eps >= 0.0) {
+            return bad("rope_theta must be > 0 and rms_norm_eps >= 0".into());
+        }
+        Ok(())
+    }
+
+    /// Reads a `llama`-architecture config from GGUF metadata.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let arch = meta_str(file, "general.architecture")?;
+        if arch != "llama" {
+            return Err(ModelError::InvalidConfig(format!(
+                "architecture {arch:?} is not supported (only llama)"
+            )));
+        }
+        let int = |k: &str| meta_usize(file, &format!("llama.{k}"));
+        let hidden_size = int("embedding_length")?;
+        let num_heads = int("attention.head_count")?;
+        let head_dim = match file.get("llama.rope.dimension_count") {
+            Some(_) => int("rope.dimension_count")?,
+            None => hidden_size / num_heads.max(1),
+        };
+        let vocab_size = match file.get("llama.vocab_size") {
+            Some(_) => int("vocab_size")?,
+            None => file
+                .get("tokenizer.ggml.tokens")
+                .and_then(Value::as_array)
+                .map_or(0, <[Value]>::len),
+        };
+        let float = |k: &str, default: f64| -> Result<f32> {
+            match file.get(&format!("llama.{k}")) {
+                None => Ok(default as f32),
+                Some(v) => v
+                    .as_f64()
+                    .map(|x| x as f32)
+                    .ok_or_else(|| bad_key(&format!("llama.{k}"))),
+            }
+        };
+        let c = Self {
+            num_layers: int("block_count")?,
+            hidden_size,
+            intermediate_size: int("feed_forward_length")?,
+            num_heads,
+            num_kv_heads: match file.get("llama.attention.head_count_kv") {
+                Some(_) => int("attention.head_count_kv")?,
+                None => num_heads,
+            },
+            head_dim,
+            vocab_size,
+            max_context: int("context_length")?,
+            rope_theta: float("rope.freq_base", 10_000.0)?,
+            rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
+            rope_style: RopeStyle::AdjacentPairs,
+            tie_embeddings: file.tensor("output.weight").is_none(),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads a Hugging Face `config.json` (Llama family).
+    pub fn from_hf_json(text: &str) -> Result<Self> {
+        let j: HfConfig = serde_json::from_str(text)
+            .map_err(|e| ModelError::InvalidConfig(format!("config.json: {e}")))?;
+        let num_kv_heads = j.num_key_value_heads.unwrap_or(j.num_attention_heads);
+        let c = Self {
+            num_layers: j.num_hidden_layers,
+            hidden_size: j.hidden_size,
+            intermediate_size: j.intermediate_size,
+            num_heads: j.num_attention_heads,
+            num_kv_heads,
+            head_dim: j
+                .head_dim
+                .unwrap_or(j.hidden_size / j.num_attention_heads.max(1)),
+            vocab_size: j.vocab_size,
+            max_context: j.max_position_embeddings,
+            rope_theta: j.rope_theta.unwrap_or(10_000.0),
+            rms_norm_eps: j.rms_norm_eps.unwrap_or(1e-6),
+            rope_style: RopeStyle::HalfSplit,
+            tie_embeddings: j.tie_word_embeddings.unwrap_or(false),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The Hugging Face `config.json` for this config.
+    pub fn to_hf_json(&self) -> String {
+        let j = HfConfig {
+            architectures: Some(vec!["LlamaForCausalLM".into()]),
+            model_type: Some("llama".into()),
+            num_hidden_layers: self.num_layers,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_attention_heads: self.num_heads,
+            num_key_value_heads: Some(self.num_kv_heads),
+            head_dim: Some(self.head_dim),
+            vocab_size: self.vocab_size,
+            max_position_embeddings: self.max_context,
+            rope_theta: Some(self.rope_theta),
+            rms_norm_eps: Some(self.rms_norm_eps),
+            tie_word_embeddings: Some(self.tie_embeddings),
+        };
+        serde_json::to_string_pretty(&j).unwrap_or_default()
+    }
+}
+
+/// The subset of a Hugging Face Llama `config.json` this crate reads.
+#[derive(Serialize, Deserialize)]
+struct HfConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    architectures: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model_type: Option<String>,
+    num_hidden_layers: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    vocab_size: usize,
+    max_position_embeddings: usize,
+    rope_theta: Option<f32>,
+    rms_norm_eps: Option<f32>,
+    tie_word_embeddings: Option<bool>,
+}
+
+fn bad_key(key: &str) -> ModelError {
+    ModelError::InvalidConfig(format!("metadata {key} is missing or has the wrong type"))
+}
+
+pub(crate) fn meta_usize(file: &GgufFile, key: &str) -> Result<usize> {
+    file.get(key)
+        .and_then(Value::as_u64)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| bad_key(key))
+}
+
+pub(crate) fn meta_str<'a>(file: &'a GgufFile, key: &str) -> Result<&'a str> {
+    file.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_key(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_configs_are_valid() {
+        for name in ["smollm2-135m", "tiny"] {
+            ModelConfig::named(name).unwrap().validate().unwrap();
+        }
+        assert!(ModelConfig::named("gpt-5").is_err());
+        let c = ModelConfig::named("smollm2-135m").unwrap();
+        // 30 layers x 3 KV heads x 64 x (K and V) x 2 bytes.
+        assert_eq!(c.kv_bytes_per_token(DType::F16), 30 * 3 * 64 * 2 * 2);
+        assert!(
+            (134_000_000..136_000_000).contains(&c.num_params()),
+            "{}",
+            c.num_params()
+        );
+    }
+
+    #[test]
+    fn hf_json_round_trip() {
+        let mut c = ModelConfig::named("tiny").unwrap();
+        c.rope_style = RopeStyle::HalfSplit;
+        assert_eq!(ModelConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+        assert!(ModelConfig::from_hf_json("{}").is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! The forward pass over a flattened batch.
+//!
+//! All sequences' new tokens are stacked into one `[tokens, hidden]` activation, so every
+//! matrix product runs once per layer for the whole batch; only attention looks at sequence
+//! boundaries, through the KV backend. Per layer: RMSNorm, fused QKV product, RoPE at each
+//! token's own position, K/V written to the cache, attention (prefill and decode mixed),
+//! output projection added to the residual, RMSNorm, fused gate/up product, SwiGLU, down
+//! projection added to the residual. The final norm and LM head run only on the rows that
+//! need logits.
+
+use crate::batch::{AttnSeq, Batch, KvBackend, LogitsFor};
+use crate::error::{ModelError, Result};
+use crate::linear::matmul;
+use crate::model::Model;
+use crate::ops::{rms_norm, swiglu};
+use pagedattn_kernels::AttentionConfig;
+use rayon::prelude::*;
+
+/// Which sequence and position a row of [`Logits`] belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogitsRow {
+    /// Index of the sequence in the batch.
+    pub seq: usize,
+    /// Absolute position of the token whose next-token logits these are.
+    pub position: usize,
+}
+
+/// Logits `[rows, vocab]` for the rows a batch asked for, in batch order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Logits {
+    /// Vocabulary size (row width).
+    pub vocab: usize,
+    /// Row-major values.
+    pub data: Vec<f32>,
+    /// What each row is.
+    pub rows: Vec<LogitsRow>,
+}
+
+impl Logits {
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.vocab..(i + 1) * self.vocab]
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The last row belonging to sequence `seq`, if it asked for logits.
+    pub fn last_for_seq(&self, seq: usize) -> Option<&[f32]> {
+        self.rows
+            .iter()
+            .rposition(|r| r.seq == seq)
+            .map(|i| self.row(i))
+    }
+}
+
+/// Scratch buffers for one forward pass.
+struct Activations {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+}
+
+impl Model {
+    /// Runs one step for every sequence of `batch`: writes their new tokens' K/V into `kv`
+    /// and returns logits for the rows they asked for. The batch itself (token ids, slot
+    /// counts, positions) is checked before any K/V is written; slots and block tables are
+    /// checked by the KV store, and an error there may leave this step's K/V partly written
+    /// into the batch's own slots, which hold nothing yet and are rewritten on retry.
+    pub fn forward(&self, batch: &Batch<'_>, kv: &mut impl KvBackend) -> Result<Logits> {
+        let c = &self.config;
+        let (h, qd, kvd, d, f) = (
+            c.hidden_size,
+            c.q_dim(),
+            c.kv_dim(),
+            c.head_dim,
+            c.intermediate_size,
+        );
+        let Plan {
+            seqs,
+            positions,
+            slots,
+            rows,
+            picked,
+        } = self.plan(batch)?;
+        let n = positions.len();
+        if n == 0 {
+            return Ok(Logits {
+                vocab: c.vocab_size,
+                data: Vec::new(),
+                rows,
+            });
+        }
+        let tokens: Vec<u32> = batch
+            .seqs
+            .iter()
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
+
+        let mut a = Activations {
+            x: vec![0.0; n * h],
+            h: vec![0.0; n * h],
+            qkv: vec![0.0; n * (qd + 2 * kvd)],
+            q: vec![0.0; n * qd],
+            k: vec![0.0; n * kvd],
+            v: vec![0.0; n * kvd],
+            attn: vec![0.0; n * qd],
+            gate_up: vec![0.0; n * 2 * f],
+            act: vec![0.0; n * f],
+        };
+        for (row, &t) in a.x.chunks_exact_mut(h).zip(&tokens) {
+            self.weights.embed.row_into(t as usize, row);
+        }
+        let mut rope = vec![0.0; n * d];
+        rope.par_chunks_mut(d)
+            .zip(&positions)
+            .for_each(|(t, &p)| self.rope.table(p, t));
+        let attn_cfg = AttentionConfig::new(c.num_heads, d);
+
+        for (layer, w) in self.weights.layers.iter().enumerate() {
+            rms_norm(&a.x, &w.attn_norm, c.rms_norm_eps, &mut a.h);
+            matmul(&a.h, &w.wqkv, &mut a.qkv, false);
+            a.q.par_chunks_mut(qd)
+                .zip(a.k.par_chunks_mut(kvd))
+                .zip(a.v.par_chunks_mut(kvd))
+                .zip(a.qkv.par_chunks(qd + 2 * kvd))
+                .zip(rope.par_chunks(d))
+                .with_min_len(8)
+                .for_each(|((((q, k), v), qkv), table)| {
+                    q.copy_from_slice(&qkv[..qd]);
+                    k.copy_from_slice(&qkv[qd..qd + kvd]);
+                    v.copy_from_slice(&qkv[qd + kvd..]);
+                    self.rope.apply(q, table);
+                    self.rope.apply(k, table);
+                });
+            kv.write_kv(layer, &slots, &a.k, &a.v)?;
+            kv.attend(&attn_cfg, layer, &a.q, &seqs, &mut a.attn)?;
+            matmul(&a.attn, &w.wo, &mut a.x, true);
+            rms_norm(&a.x, &w.ffn_norm, c.rms_norm_eps, &mut a.h);
+            matmul(&a.h, &w.w_gate_up, &mut a.gate_up, false);
+            swiglu(&a.gate_up, f, &mut a.act);
+            matmul(&a.act, &w.w_down, &mut a.x, true);
+        }
+
+        // Final norm and LM head only for the rows that need logits.
+        let mut sel = vec![0.0; picked.len() * h];
+        for (dst, &i) in sel.chunks_exact_mut(h).zip(&picked) {
+            dst.copy_from_slice(&a.x[i * h..(i + 1) * h]);
+        }
+        let mut normed = vec![0.0; sel.len()];
+        rms_norm(&sel, &self.weights.final_norm, c.rms_norm_eps, &mut normed);
+        let mut data = vec![0.0; picked.len() * c.vocab_size];
+        matmul(&normed, self.weights.head(), &mut data, false);
+        Ok(Logits {
+            vocab: c.vocab_size,
+            data,
+            rows,
+        })
+    }
+
+    /// Validates the batch and lays out its metadata: attention view of each sequence,
+    /// position and slot of each token, and the logits rows.
+    fn plan<'a>(&self, batch: &Batch<'a>) -> Result<Plan<'a>> {
+        let c = &self.config;
+        let bad = |i: usize, m: String| Err(ModelError::InvalidBatch(format!("sequence {i}: {m}")));
+        let mut p = Plan {
+            seqs: Vec::new(),
+            positions: Vec::new(),
+            slots: Vec::new(),
+            rows: Vec::new(),
+            picked: Vec::new(),
+        };
+        for (i, s) in batch.seqs.iter().enumerate() {
+            let len = s.tokens.len();
+            if len == 0 {
+                return bad(i, "no new tokens".into());
+            }
+            if s.slots.len() != len {
+                return bad(i, format!("{} tokens but {} slots", len, s.slots.len()));
+            }
+            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+                return bad(
+                    i,
+                    format!("token id {t} is outside the vocabulary ({})", c.vocab_size),
+                );
+            }
+            let end = s.start_pos.checked_add(len).filter(|&e| e <= c.max_context);
+            let Some(end) = end else {
+                return bad(
+                    i,
+                    format!(
+                        "positions up to {} exceed the model's context of {}",
+                        s.start_pos.saturating_add(len),
+                        c.max_context
+                    ),
+                );
+            };
+            let first_row = p.positions.len();
+            p.seqs.push(AttnSeq {
+                query_start: first_row,
+                query_len: len,
+                context_len: end,
+                kv: s.kv,
+            });
+            p.positions.extend(s.start_pos..end);
+            p.slots.extend_from_slice(s.slots);
+            let wanted = match s.logits {
+                LogitsFor::None => 0,
+                LogitsFor::Last => 1,
+                LogitsFor::All => len,
+            };
+            for j in len - wanted..len {
+                p.rows.push(LogitsRow {
+                    seq: i,
+                    position: s.start_pos + j,
+                });
+                p.picked.push(first_row + j);
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// A validated batch laid out for the pass.
+struct Plan<'a> {
+    /// Attention view of each sequence.
+    seqs: Vec<AttnSeq<'a>>,
+    /// Position of each token row.
+    positions: Vec<usize>,
+    /// Cache slot of each token row.
+    slots: Vec<usize>,
+    /// What each logits row is.
+    rows: Vec<LogitsRow>,
+    /// Token row of each logits row.
+    picked: Vec<usize>,
+}

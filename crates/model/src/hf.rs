@@ -1,0 +1,212 @@
+//! Hugging Face layout: `config.json`, `model.safetensors` and `tokenizer.json` in one
+//! directory (a single, unsharded safetensors file; F32, F16 or BF16 tensors).
+//!
+//! Hugging Face Llama checkpoints use half-split RoPE. Saving a model loaded from GGUF
+//! (adjacent-pair RoPE) undoes the converter's Q/K row permutation, so the saved model
+//! computes the same function under the Hugging Face convention.
+
+use crate::config::{ModelConfig, RopeStyle};
+use crate::error::{ModelError, Result};
+use crate::model::{LoadOptions, Model};
+use crate::tokenizer::Tokenizer;
+use crate::weights::{LayerTensor, Matrix, TensorName, TensorSource, Weights};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::path::Path;
+
+const CONFIG: &str = "config.json";
+const WEIGHTS: &str = "model.safetensors";
+const TOKENIZER: &str = "tokenizer.json";
+
+fn st_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Safetensors(e.to_string())
+}
+
+fn hf_name(name: TensorName) -> String {
+    match name {
+        TensorName::Embed => "model.embed_tokens.weight".into(),
+        TensorName::FinalNorm => "model.norm.weight".into(),
+        TensorName::LmHead => "lm_head.weight".into(),
+        TensorName::Layer(i, t) => {
+            let s = match t {
+                LayerTensor::AttnNorm => "input_layernorm",
+                LayerTensor::Q => "self_attn.q_proj",
+                LayerTensor::K => "self_attn.k_proj",
+                LayerTensor::V => "self_attn.v_proj",
+                LayerTensor::O => "self_attn.o_proj",
+                LayerTensor::FfnNorm => "post_attention_layernorm",
+                LayerTensor::Gate => "mlp.gate_proj",
+                LayerTensor::Up => "mlp.up_proj",
+                LayerTensor::Down => "mlp.down_proj",
+            };
+            format!("model.layers.{i}.{s}.weight")
+        }
+    }
+}
+
+struct SafetensorsSource<'a>(SafeTensors<'a>);
+
+impl<'a> SafetensorsSource<'a> {
+    fn find(&self, name: TensorName, shape: &[usize]) -> Result<(String, TensorView<'a>)> {
+        let key = hf_name(name);
+        let t = self
+            .0
+            .tensor(&key)
+            .map_err(|_| ModelError::MissingTensor(key.clone()))?;
+        if t.shape() != shape {
+            return Err(ModelError::ShapeMismatch {
+                name: key,
+                expected: shape.to_vec(),
+                found: t.shape().to_vec(),
+            });
+        }
+        Ok((key, t))
+    }
+}
+
+impl TensorSource for SafetensorsSource<'_> {
+    fn check(&self, name: TensorName, shape: &[usize]) -> Result<()> {
+        self.find(name, shape).map(|_| ())
+    }
+
+    fn fill(&mut self, name: TensorName, shape: &[usize], out: &mut [f32]) -> Result<()> {
+        let (key, t) = self.find(name, shape)?;
+        let data = t.data();
+        match t.dtype() {
+            Dtype::F32 => {
+                for (o, c) in out.iter_mut().zip(data.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            Dtype::F16 => {
+                for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            Dtype::BF16 => {
+                for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
+                    *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            other => {
+                return Err(ModelError::UnsupportedTensorType {
+                    name: key,
+                    kind: format!("{other:?}"),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Model {
+    /// Loads a Hugging Face directory; `tokenizer.json` is optional.
+    pub fn load_hf(dir: &Path, opts: LoadOptions) -> Result<Self> {
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).map_err(|e| ModelError::io(dir.join(name), e))
+        };
+        let config_text = String::from_utf8(read(CONFIG)?)
+            .map_err(|_| ModelError::InvalidConfig(format!("{CONFIG} is not UTF-8")))?;
+        let config = ModelConfig::from_hf_json(&config_text)?;
+        let bytes = read(WEIGHTS)?;
+        let st = SafeTensors::deserialize(&bytes).map_err(st_err)?;
+        let weights = Weights::load(&config, &mut SafetensorsSource(st), opts.dtype)?;
+        let tok_path = dir.join(TOKENIZER);
+        let tokenizer = if tok_path.exists() {
+            Some(Tokenizer::from_file(&tok_path)?)
+        } else {
+            None
+        };
+        Ok(Self::assemble(config, weights, tokenizer))
+    }
+
+    /// Writes the model in Hugging Face layout (f32 safetensors) into `dir`, creating it.
+    pub fn save_hf(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let c = &self.config;
+        let mut hf_config = c.clone();
+        hf_config.rope_style = RopeStyle::HalfSplit;
+        let path = dir.join(CONFIG);
+        std::fs::write(&path, hf_config.to_hf_json()).map_err(|e| ModelError::io(path, e))?;
+
+        let w = &self.weights;
+        let (qd, kvd, f) = (c.q_dim(), c.kv_dim(), c.intermediate_size);
+        let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+        let mut push = |name: TensorName, m: &Matrix, start: usize, end: usize| {
+            tensors.push((
+                hf_name(name),
+                vec![end - start, m.cols()],
+                m.rows_f32(start, end),
+            ));
+        };
+        push(TensorName::Embed, &w.embed, 0, w.embed.rows());
+        if let Some(head) = &w.lm_head {
+            push(TensorName::LmHead, head, 0, head.rows());
+        }
+        for (i, l) in w.layers.iter().enumerate() {
+            let t = |x| TensorName::Layer(i, x);
+            push(t(LayerTensor::Q), &l.wqkv, 0, qd);
+            push(t(LayerTensor::K), &l.wqkv, qd, qd + kvd);
+            push(t(LayerTensor::V), &l.wqkv, qd + kvd, qd + 2 * kvd);
+            push(t(LayerTensor::O), &l.wo, 0, l.wo.rows());
+            push(t(LayerTensor::Gate), &l.w_gate_up, 0, f);
+            push(t(LayerTensor::Up), &l.w_gate_up, f, 2 * f);
+            push(t(LayerTensor::Down), &l.w_down, 0, l.w_down.rows());
+        }
+        if c.rope_style == RopeStyle::AdjacentPairs {
+            for (name, _, data) in &mut tensors {
+                if name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight") {
+                    unpermute_rows(data, c.head_dim, c.hidden_size);
+                }
+            }
+        }
+        for (i, l) in w.layers.iter().enumerate() {
+            tensors.push((
+                hf_name(TensorName::Layer(i, LayerTensor::AttnNorm)),
+                vec![l.attn_norm.len()],
+                l.attn_norm.clone(),
+            ));
+            tensors.push((
+                hf_name(TensorName::Layer(i, LayerTensor::FfnNorm)),
+                vec![l.ffn_norm.len()],
+                l.ffn_norm.clone(),
+            ));
+        }
+        tensors.push((
+            hf_name(TensorName::FinalNorm),
+            vec![w.final_norm.len()],
+            w.final_norm.clone(),
+        ));
+
+        let views = tensors
+            .iter()
+            .map(|(name, shape, data)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                    .map(|v| (name.clone(), v))
+                    .map_err(st_err)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::serialize_to_file(views, None, &dir.join(WEIGHTS)).map_err(st_err)?;
+        if let Some(tok) = &self.tokenizer {
+            tok.inner()
+                .save(dir.join(TOKENIZER), false)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Undoes GGUF's Q/K row permutation: within each head, GGUF row `2i + s` is Hugging Face
+/// row `s * head_dim / 2 + i`.
+fn unpermute_rows(data: &mut [f32], head_dim: usize, cols: usize) {
+    let half = head_dim / 2;
+    for head in data.chunks_exact_mut(head_dim * cols) {
+        let src = head.to_vec();
+        for i in 0..half {
+            for s in 0..2 {
+                let (from, to) = ((2 * i + s) * cols, (s * half + i) * cols);
+                head[to..to + cols].copy_from_slice(&src[from..from + cols]);
+            }
+        }
+    }
+}

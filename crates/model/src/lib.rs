@@ -1,0 +1,60 @@
+//! A Llama-family decoder whose attention runs on the paged KV cache.
+//!
+//! - [`Model`]: loaded from a GGUF file ([`Model::load`]; F32, F16, BF16, Q8_0 and Q4_1
+//!   tensors dequantized at load to f32 or bf16), a Hugging Face directory
+//!   ([`Model::load_hf`]), or seeded random weights from a named config
+//!   ([`Model::random_named`]: `smollm2-135m`, `tiny`).
+//! - [`Model::forward`]: one step over a flattened [`Batch`] of sequences, prefill chunks
+//!   and decode tokens mixed, each with its own positions, new-token slots and block table
+//!   (or contiguous run); K/V go through a [`KvBackend`] ([`pagedattn_kernels::KvCache`]
+//!   or [`pagedattn_kernels::ContiguousKv`]); logits only for the rows asked for.
+//! - [`Tokenizer`]: byte-level BPE built from GGUF metadata or `tokenizer.json`; ChatML.
+//! - [`Sampler`]: greedy, temperature, top-k, top-p, seeded per request.
+//!
+//! ```
+//! use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
+//! use pagedattn_kv::BlockId;
+//! use pagedattn_model::{Batch, KvLocation, LogitsFor, Model, SeqInput, WeightDType};
+//!
+//! let model = Model::random_named("tiny", 0, WeightDType::F32)?;
+//! let c = model.config();
+//! let mut cache = KvCache::new(KvCacheConfig {
+//!     num_layers: c.num_layers, num_blocks: 4, num_kv_heads: c.num_kv_heads,
+//!     block_size: 16, head_dim: c.head_dim, dtype: DType::F32,
+//! })?;
+//! // A 3-token prompt in block 2 (slots 32, 33, 34).
+//! let table = [BlockId(2)];
+//! let mut batch = Batch::new();
+//! batch.push(SeqInput {
+//!     tokens: &[5, 6, 7], start_pos: 0, slots: &[32, 33, 34],
+//!     kv: KvLocation::Paged(&table), logits: LogitsFor::Last,
+//! });
+//! let logits = model.forward(&batch, &mut cache)?;
+//! assert_eq!((logits.len(), logits.row(0).len()), (1, c.vocab_size));
+//! # Ok::<(), pagedattn_model::ModelError>(())
+//! ```
+
+mod batch;
+mod config;
+mod dot;
+mod error;
+mod forward;
+pub mod gguf;
+mod hf;
+mod linear;
+mod model;
+mod ops;
+pub mod quant;
+mod rope;
+mod sampling;
+mod tokenizer;
+mod weights;
+
+pub use batch::{AttnSeq, Batch, KvBackend, KvLocation, LogitsFor, SeqInput};
+pub use config::{ModelConfig, RopeStyle};
+pub use error::{ModelError, Result};
+pub use forward::{Logits, LogitsRow};
+pub use model::{LoadOptions, Model};
+pub use sampling::{argmax, Sampler, SamplingParams};
+pub use tokenizer::{TokenStream, Tokenizer};
+pub use weights::{LayerTensor, Matrix, TensorName, TensorSource, WeightDType};

@@ -1,0 +1,108 @@
+//! The model object: config, weights, tokenizer, and the constructors that load them from a
+//! GGUF file, a Hugging Face directory, or a seeded random init.
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::rope::Rope;
+use crate::tokenizer::Tokenizer;
+use crate::weights::{GgufSource, RandomSource, WeightDType, Weights};
+use std::path::Path;
+
+/// How to load weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Element type the weights are kept in after dequantization.
+    pub dtype: WeightDType,
+}
+
+/// A Llama-family decoder ready to run. `Sync`: one model serves any number of threads;
+/// all per-step state lives in the caller's batch and KV store.
+#[derive(Clone)]
+pub struct Model {
+    pub(crate) config: ModelConfig,
+    pub(crate) weights: Weights,
+    pub(crate) tokenizer: Option<Tokenizer>,
+    pub(crate) rope: Rope,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .field("weight_bytes", &self.weights.bytes())
+            .field("tokenizer", &self.tokenizer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Loads a `.gguf` file, or a Hugging Face directory (`config.json`,
+    /// `model.safetensors`, optional `tokenizer.json`).
+    pub fn load(path: &Path, opts: LoadOptions) -> Result<Self> {
+        if path.is_dir() {
+            return Self::load_hf(path, opts);
+        }
+        let file = GgufFile::open(path)?;
+        Self::from_gguf(&file, opts)
+    }
+
+    /// Builds the model (weights and tokenizer) from a parsed GGUF file.
+    pub fn from_gguf(file: &GgufFile, opts: LoadOptions) -> Result<Self> {
+        let config = ModelConfig::from_gguf(file)?;
+        let weights = Weights::load(&config, &mut GgufSource(file), opts.dtype)?;
+        let tokenizer = Tokenizer::from_gguf(file)?;
+        Ok(Self::assemble(config, weights, Some(tokenizer)))
+    }
+
+    /// A model with seeded random weights and no tokenizer, for tests and benchmarks.
+    pub fn random(config: ModelConfig, seed: u64, dtype: WeightDType) -> Result<Self> {
+        config.validate()?;
+        let weights = Weights::load(&config, &mut RandomSource::new(seed), dtype)?;
+        Ok(Self::assemble(config, weights, None))
+    }
+
+    /// A random model from a built-in config name (`smollm2-135m`, `tiny`).
+    pub fn random_named(name: &str, seed: u64, dtype: WeightDType) -> Result<Self> {
+        Self::random(ModelConfig::named(name)?, seed, dtype)
+    }
+
+    pub(crate) fn assemble(
+        config: ModelConfig,
+        weights: Weights,
+        tokenizer: Option<Tokenizer>,
+    ) -> Self {
+        let rope = Rope::new(config.head_dim, config.rope_theta, config.rope_style);
+        Self {
+            config,
+            weights,
+            tokenizer,
+            rope,
+        }
+    }
+
+    /// Shape and hyperparameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The tokenizer, if the model came with one.
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    /// The tokenizer, or [`ModelError::NoTokenizer`].
+    pub fn require_tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or(ModelError::NoTokenizer)
+    }
+
+    /// Replaces the tokenizer.
+    pub fn set_tokenizer(&mut self, tokenizer: Option<Tokenizer>) {
+        self.tokenizer = tokenizer;
+    }
+
+    /// Bytes held by the weights.
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.bytes()
+    }
+}

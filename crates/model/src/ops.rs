@@ -1,0 +1,81 @@
+//! Row-wise elementwise operations of the decoder: RMSNorm and the SwiGLU activation.
+//! Rows are independent, so large batches are split across the rayon pool.
+
+use rayon::prelude::*;
+
+/// Rows per rayon task; below this a batch runs on the calling thread.
+const ROWS_PER_TASK: usize = 8;
+
+/// `out[r] = x[r] / rms(x[r]) * weight` for every row of width `weight.len()`.
+pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let d = weight.len();
+    let row = |(xr, o): (&[f32], &mut [f32])| {
+        // Sum in f64: one rounding for the whole row keeps the norm exact to f32 precision.
+        let ss: f64 = xr.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let inv = (1.0 / (ss / d as f64 + f64::from(eps)).sqrt()) as f32;
+        for ((o, &v), &w) in o.iter_mut().zip(xr).zip(weight) {
+            *o = v * inv * w;
+        }
+    };
+    if x.len() / d >= 2 * ROWS_PER_TASK {
+        x.par_chunks(d)
+            .zip(out.par_chunks_mut(d))
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(row);
+    } else {
+        x.chunks(d).zip(out.chunks_mut(d)).for_each(row);
+    }
+}
+
+/// SwiGLU: `out[r] = silu(gate) * up` where row `r` of `gate_up` is `[gate | up]`, each
+/// `ffn` wide.
+pub(crate) fn swiglu(gate_up: &[f32], ffn: usize, out: &mut [f32]) {
+    if ffn == 0 {
+        return;
+    }
+    let rows = out.len() / ffn;
+    let row = |(gu, o): (&[f32], &mut [f32])| {
+        let (g, u) = gu.split_at(ffn);
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = g / (1.0 + (-g).exp()) * u;
+        }
+    };
+    if rows >= 2 * ROWS_PER_TASK {
+        gate_up
+            .par_chunks(2 * ffn)
+            .zip(out.par_chunks_mut(ffn))
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(row);
+    } else {
+        gate_up
+            .chunks(2 * ffn)
+            .zip(out.chunks_mut(ffn))
+            .for_each(row);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::float_cmp)] // silu(0) and unit rows are exact
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_unit_rows() {
+        let x = [3.0, 4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
+        let mut out = [0.0; 8];
+        rms_norm(&x, &[1.0, 1.0, 2.0, 1.0], 0.0, &mut out);
+        assert!((out[0] - 1.2).abs() < 1e-6 && (out[1] - 1.6).abs() < 1e-6);
+        assert_eq!(&out[4..], &[1.0, 1.0, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn swiglu_rows() {
+        let gu = [0.0, 1.0, 5.0, 7.0, 100.0, -100.0, 2.0, 3.0];
+        let mut out = [0.0; 4];
+        swiglu(&gu, 2, &mut out);
+        assert_eq!(out[0], 0.0);
+        assert!((out[1] - 1.0 / (1.0 + (-1f32).exp()) * 7.0).abs() < 1e-6);
+        assert!((out[2] - 200.0).abs() < 1e-3);
+        assert!(out[3].abs() < 1e-3);
+    }
+}

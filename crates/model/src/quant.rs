@@ -1,0 +1,188 @@
+//! GGML element types and their dequantization to f32.
+//!
+//! Quantized types store 32 values per block with an f16 scale: `Q8_0` is `d, q[32]` with
+//! value `d * q` (34 bytes); `Q4_1` is `d, m, nibbles[16]` with value `d * q + m`, low
+//! nibbles holding values 0..16 and high nibbles 16..32 (20 bytes).
+
+use crate::error::{ModelError, Result};
+use half::f16;
+use rayon::prelude::*;
+
+/// Blocks per rayon task when dequantizing.
+const BLOCKS_PER_TASK: usize = 1024;
+
+/// Values per quantization block.
+pub const QK: usize = 32;
+
+/// The tensor element types this crate can read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GgmlType {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// 4-bit with per-block scale and minimum.
+    Q4_1,
+    /// 8-bit with per-block scale.
+    Q8_0,
+    /// bfloat16.
+    Bf16,
+}
+
+impl GgmlType {
+    /// The type with GGML's numeric id, if supported.
+    pub fn from_id(id: u32) -> Option<Self> {
+        Some(match id {
+            0 => Self::F32,
+            1 => Self::F16,
+            3 => Self::Q4_1,
+            8 => Self::Q8_0,
+            30 => Self::Bf16,
+            _ => return None,
+        })
+    }
+
+    /// GGML's name for any type id, supported or not (for error messages).
+    pub fn id_name(id: u32) -> String {
+        const NAMES: [&str; 31] = [
+            "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K",
+            "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S",
+            "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M",
+            "BF16",
+        ];
+        NAMES
+            .get(id as usize)
+            .map_or_else(|| format!("#{id}"), |n| (*n).to_string())
+    }
+
+    /// GGML's name for the type.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F16 => "F16",
+            Self::Q4_1 => "Q4_1",
+            Self::Q8_0 => "Q8_0",
+            Self::Bf16 => "BF16",
+        }
+    }
+
+    /// Bytes holding `elems` values, or `None` if `elems` is not a whole number of blocks.
+    pub fn byte_size(self, elems: usize) -> Option<usize> {
+        match self {
+            Self::F32 => elems.checked_mul(4),
+            Self::F16 | Self::Bf16 => elems.checked_mul(2),
+            Self::Q4_1 => elems.is_multiple_of(QK).then(|| elems / QK * 20),
+            Self::Q8_0 => elems.is_multiple_of(QK).then(|| elems / QK * 34),
+        }
+    }
+}
+
+/// Dequantizes `bytes` of type `kind` into `out` (whose length is the element count).
+/// The caller guarantees `bytes.len() == kind.byte_size(out.len())`; a mismatch is an error.
+pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    if kind.byte_size(out.len()) != Some(bytes.len()) {
+        return Err(ModelError::CorruptGguf(format!(
+            "{} data of {} bytes cannot hold {} values",
+            kind.name(),
+            bytes.len(),
+            out.len()
+        )));
+    }
+    // Chunks of whole blocks, so every type can be split the same way across threads.
+    let (block_bytes, block_elems) = match kind {
+        GgmlType::F32 => (4, 1),
+        GgmlType::F16 | GgmlType::Bf16 => (2, 1),
+        GgmlType::Q4_1 => (20, QK),
+        GgmlType::Q8_0 => (34, QK),
+    };
+    out.par_chunks_mut(block_elems * BLOCKS_PER_TASK)
+        .zip(bytes.par_chunks(block_bytes * BLOCKS_PER_TASK))
+        .for_each(|(o, b)| match kind {
+            GgmlType::F32 => {
+                for (x, c) in o.iter_mut().zip(b.chunks_exact(4)) {
+                    *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            GgmlType::F16 => {
+                for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
+                    *x = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            GgmlType::Bf16 => {
+                for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
+                    *x = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            GgmlType::Q4_1 => {
+                for (x, c) in o.chunks_exact_mut(QK).zip(b.chunks_exact(20)) {
+                    let d = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                    let m = f16::from_le_bytes([c[2], c[3]]).to_f32();
+                    for (j, &q) in c[4..20].iter().enumerate() {
+                        x[j] = f32::from(q & 0x0f) * d + m;
+                        x[j + QK / 2] = f32::from(q >> 4) * d + m;
+                    }
+                }
+            }
+            GgmlType::Q8_0 => {
+                for (x, c) in o.chunks_exact_mut(QK).zip(b.chunks_exact(34)) {
+                    let d = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                    for (xi, &q) in x.iter_mut().zip(&c[2..34]) {
+                        *xi = f32::from(q as i8) * d;
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::float_cmp)] // dequantized values are exact here
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_1_block_layout() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        b.extend_from_slice(&f16::from_f32(-1.0).to_le_bytes());
+        b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let mut out = vec![0.0; QK];
+        dequantize(GgmlType::Q4_1, &b, &mut out).unwrap();
+        for j in 0..16 {
+            assert_eq!(out[j], j as f32 * 0.5 - 1.0);
+            assert_eq!(out[j + 16], (15 - j) as f32 * 0.5 - 1.0);
+        }
+    }
+
+    #[test]
+    fn q8_0_block_layout() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&f16::from_f32(0.25).to_le_bytes());
+        b.extend((0..32).map(|j: i32| (j - 16) as i8 as u8));
+        let mut out = vec![0.0; QK];
+        dequantize(GgmlType::Q8_0, &b, &mut out).unwrap();
+        for (j, x) in out.iter().enumerate() {
+            assert_eq!(*x, (j as f32 - 16.0) * 0.25);
+        }
+    }
+
+    #[test]
+    fn float_types_and_size_checks() {
+        let mut out = vec![0.0; 2];
+        let b: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        dequantize(GgmlType::F32, &b, &mut out).unwrap();
+        assert_eq!(out, [1.5, -2.0]);
+        let b: Vec<u8> = [f16::from_f32(3.0), f16::from_f32(0.5)]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        dequantize(GgmlType::F16, &b, &mut out).unwrap();
+        assert_eq!(out, [3.0, 0.5]);
+        assert!(dequantize(GgmlType::F32, &b[..3], &mut out).is_err());
+        assert_eq!(GgmlType::Q4_1.byte_size(33), None);
+        assert_eq!(GgmlType::from_id(2), None);
+    }
+}

@@ -1,0 +1,234 @@
+//! The tokenizer, built with the `tokenizers` crate from GGUF metadata (or read from a
+//! Hugging Face `tokenizer.json`), plus ChatML prompt formatting and streaming decode.
+//!
+//! For GGUF's `gpt2` tokenizer model the vocabulary and merges come from
+//! `tokenizer.ggml.tokens` / `.merges`; tokens of type 3 (control) become special tokens,
+//! matched whole before pre-tokenization. The `smollm` pre-tokenizer splits digits one at a
+//! time before the GPT-2 byte-level regex; no BOS token is added.
+
+use crate::config::meta_str;
+use crate::error::{ModelError, Result};
+use crate::gguf::{GgufFile, Value};
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::AddedToken;
+
+/// llama.cpp's token type for control tokens.
+const TOKEN_TYPE_CONTROL: u64 = 3;
+/// The end-of-turn token of ChatML.
+const IM_END: &str = "<|im_end|>";
+
+/// A text tokenizer with its end-of-sequence token and chat format.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    eos: Option<u32>,
+    default_system: Option<String>,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Tokenizer(e.to_string())
+}
+
+impl std::fmt::Debug for Tokenizer {
+    // The vocabulary and merges would be megabytes of output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("eos", &self.eos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer described by a GGUF file's metadata.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let model = meta_str(file, "tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(ModelError::Tokenizer(format!(
+                "tokenizer model {model:?} is not supported (only gpt2 BPE)"
+            )));
+        }
+        let strings = |key: &str| -> Result<Vec<&str>> {
+            let arr = file
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| tok_err(format!("{key} is missing")))?;
+            arr.iter()
+                .map(|v| {
+                    v.as_str()
+                        .ok_or_else(|| tok_err(format!("{key} holds a non-string")))
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?
+            .into_iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| tok_err(format!("bad merge {m:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((*t).to_string(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(tok_err)?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        let pre = meta_str(file, "tokenizer.ggml.pre").unwrap_or("default");
+        let byte_level = ByteLevel::new(false, true, true);
+        if pre == "smollm" {
+            inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                byte_level.into(),
+            ])));
+        } else {
+            inner.with_pre_tokenizer(Some(byte_level));
+        }
+        inner.with_decoder(Some(ByteLevel::new(false, true, true)));
+        if let Some(types) = file
+            .get("tokenizer.ggml.token_type")
+            .and_then(Value::as_array)
+        {
+            let special: Vec<AddedToken> = types
+                .iter()
+                .zip(&tokens)
+                .filter(|(ty, _)| ty.as_u64() == Some(TOKEN_TYPE_CONTROL))
+                .map(|(_, t)| AddedToken::from(*t, true))
+                .collect();
+            inner.add_special_tokens(&special);
+        }
+        let eos = file
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(Value::as_u64)
+            .map(|v| v as u32);
+        let template = file
+            .get("tokenizer.chat_template")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        Ok(Self {
+            inner,
+            eos,
+            default_system: default_system_prompt(template),
+        })
+    }
+
+    /// Reads a Hugging Face `tokenizer.json`; EOS is `<|im_end|>` or `</s>` if present.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
+        let eos = [IM_END, "</s>", "<|endoftext|>"]
+            .iter()
+            .find_map(|t| inner.token_to_id(t));
+        Ok(Self {
+            inner,
+            eos,
+            default_system: None,
+        })
+    }
+
+    /// Token ids of `text`; special tokens written in the text are recognized, no BOS added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(tok_err)?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Text of `ids`, special tokens included.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(tok_err)
+    }
+
+    /// The end-of-sequence token, if the tokenizer names one.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// Vocabulary size including special tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The underlying `tokenizers` object (for saving as `tokenizer.json`).
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// A one-turn ChatML prompt ending where the assistant's reply begins, with the model's
+    /// default system prompt when its chat template has one.
+    pub fn chat_prompt(&self, user: &str) -> String {
+        let system = match &self.default_system {
+            Some(sys) => format!("<|im_start|>system\n{sys}{IM_END}\n"),
+            None => String::new(),
+        };
+        format!("{system}<|im_start|>user\n{user}{IM_END}\n<|im_start|>assistant\n")
+    }
+}
+
+/// The literal system turn a ChatML Jinja template inserts when the conversation has none
+/// (`'<|im_start|>system\n...<|im_end|>`), if any.
+fn default_system_prompt(template: &str) -> Option<String> {
+    const START: &str = "'<|im_start|>system\n";
+    let at = template.find(START)? + START.len();
+    let rest = &template[at..];
+    let end = rest.find(IM_END)?;
+    Some(rest[..end].to_string())
+}
+
+/// Turns generated token ids into text pieces as they arrive. Byte-level BPE can split a
+/// UTF-8 character across tokens, so text is released only once it decodes cleanly.
+#[derive(Debug)]
+pub struct TokenStream<'a> {
+    tokenizer: &'a Tokenizer,
+    ids: Vec<u32>,
+    emitted: usize,
+}
+
+impl<'a> TokenStream<'a> {
+    /// An empty stream.
+    pub fn new(tokenizer: &'a Tokenizer) -> Self {
+        Self {
+            tokenizer,
+            ids: Vec::new(),
+            emitted: 0,
+        }
+    }
+
+    /// Adds a token; returns the new text, if any is complete.
+    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        let text = self.tokenizer.decode(&self.ids)?;
+        if text.ends_with('\u{fffd}')
+            || text.len() <= self.emitted
+            || !text.is_char_boundary(self.emitted)
+        {
+            return Ok(None);
+        }
+        let piece = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(Some(piece))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_system_from_smollm_template() {
+        let t = "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful<|im_end|>\n' }}{% endif %}";
+        assert_eq!(default_system_prompt(t).as_deref(), Some("You are helpful"));
+        assert_eq!(default_system_prompt("{{ messages }}"), None);
+    }
+}

@@ -1,0 +1,350 @@
+//! The weights of a decoder, held dequantized (f32, or bf16 when asked), with Q/K/V fused
+//! into one matrix and gate/up into another so each becomes one matrix product.
+//!
+//! Every format (GGUF, safetensors, random) is a [`TensorSource`] that fills a tensor,
+//! named by a format-neutral [`TensorName`], into an f32 buffer of the expected shape.
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::quant::dequantize;
+use half::bf16;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use LayerTensor as T;
+
+/// Element type weights are kept in after loading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WeightDType {
+    /// 32-bit floats: exact dequantization, fastest matrix products.
+    #[default]
+    F32,
+    /// bfloat16: half the memory; products widen tiles to f32 on the fly.
+    Bf16,
+}
+
+/// A `[rows, cols]` row-major matrix; linear layers are `[out, in]`, as in PyTorch.
+#[derive(Clone)]
+pub struct Matrix {
+    rows: usize,
+    cols: usize,
+    store: Store,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Store {
+    F32(Vec<f32>),
+    Bf16(Vec<bf16>),
+}
+
+impl std::fmt::Debug for Matrix {
+    // The values would be megabytes of output; the shape and type say what it is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dtype = match self.store {
+            Store::F32(_) => WeightDType::F32,
+            Store::Bf16(_) => WeightDType::Bf16,
+        };
+        write!(f, "Matrix[{}x{}, {dtype:?}]", self.rows, self.cols)
+    }
+}
+
+impl Matrix {
+    pub(crate) fn new(rows: usize, cols: usize, data: Vec<f32>, dtype: WeightDType) -> Self {
+        debug_assert_eq!(data.len(), rows * cols);
+        let store = match dtype {
+            WeightDType::F32 => Store::F32(data),
+            WeightDType::Bf16 => Store::Bf16(data.iter().map(|&x| bf16::from_f32(x)).collect()),
+        };
+        Self { rows, cols, store }
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match &self.store {
+            Store::F32(v) => v.len() * 4,
+            Store::Bf16(v) => v.len() * 2,
+        }
+    }
+
+    /// Copies row `r` into `out` as f32.
+    pub(crate) fn row_into(&self, r: usize, out: &mut [f32]) {
+        let range = r * self.cols..(r + 1) * self.cols;
+        match &self.store {
+            Store::F32(v) => out.copy_from_slice(&v[range]),
+            Store::Bf16(v) => {
+                for (o, x) in out.iter_mut().zip(&v[range]) {
+                    *o = x.to_f32();
+                }
+            }
+        }
+    }
+
+    /// Rows `start..end` as f32.
+    pub(crate) fn rows_f32(&self, start: usize, end: usize) -> Vec<f32> {
+        let mut out = vec![0.0; (end - start) * self.cols];
+        for (r, o) in (start..end).zip(out.chunks_exact_mut(self.cols.max(1))) {
+            self.row_into(r, o);
+        }
+        out
+    }
+}
+
+/// What a tensor is, independent of any file format's naming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorName {
+    /// Token embedding `[vocab, hidden]`.
+    Embed,
+    /// Final RMSNorm weight `[hidden]`.
+    FinalNorm,
+    /// Untied LM head `[vocab, hidden]`.
+    LmHead,
+    /// A per-layer tensor.
+    Layer(usize, LayerTensor),
+}
+
+/// The tensors of one decoder layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerTensor {
+    /// RMSNorm before attention.
+    AttnNorm,
+    /// Query projection `[q_dim, hidden]`.
+    Q,
+    /// Key projection `[kv_dim, hidden]`.
+    K,
+    /// Value projection `[kv_dim, hidden]`.
+    V,
+    /// Attention output projection `[hidden, q_dim]`.
+    O,
+    /// RMSNorm before the MLP.
+    FfnNorm,
+    /// SwiGLU gate `[ffn, hidden]`.
+    Gate,
+    /// SwiGLU up `[ffn, hidden]`.
+    Up,
+    /// SwiGLU down `[hidden, ffn]`.
+    Down,
+}
+
+/// A provider of tensors in f32.
+pub trait TensorSource {
+    /// Checks the tensor exists with `shape` (`[rows, cols]` or `[len]`). Called before any
+    /// buffer for it is allocated, so sizes from a corrupt config are never allocated.
+    fn check(&self, name: TensorName, shape: &[usize]) -> Result<()>;
+
+    /// Fills `out` with the tensor, which must have `shape`.
+    fn fill(&mut self, name: TensorName, shape: &[usize], out: &mut [f32]) -> Result<()>;
+}
+
+/// Per-layer weights.
+#[derive(Clone, Debug)]
+pub(crate) struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    /// Q, K and V rows stacked: `[q_dim + 2 * kv_dim, hidden]`.
+    pub wqkv: Matrix,
+    pub wo: Matrix,
+    pub ffn_norm: Vec<f32>,
+    /// Gate and up rows stacked: `[2 * ffn, hidden]`.
+    pub w_gate_up: Matrix,
+    pub w_down: Matrix,
+}
+
+/// All weights of a decoder.
+#[derive(Clone, Debug)]
+pub(crate) struct Weights {
+    pub embed: Matrix,
+    pub layers: Vec<LayerWeights>,
+    pub final_norm: Vec<f32>,
+    /// `None` when tied to `embed`.
+    pub lm_head: Option<Matrix>,
+}
+
+impl Weights {
+    pub(crate) fn load(
+        c: &ModelConfig,
+        src: &mut dyn TensorSource,
+        dtype: WeightDType,
+    ) -> Result<Self> {
+        let (h, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+        let matrix = |src: &mut dyn TensorSource,
+                      parts: &[(TensorName, usize)],
+                      cols: usize|
+         -> Result<Matrix> {
+            for &(name, r) in parts {
+                src.check(name, &[r, cols])?;
+            }
+            let rows: usize = parts.iter().map(|p| p.1).sum();
+            let mut data = vec![0.0; rows * cols];
+            let mut at = 0;
+            for &(name, r) in parts {
+                src.fill(name, &[r, cols], &mut data[at..at + r * cols])?;
+                at += r * cols;
+            }
+            Ok(Matrix::new(rows, cols, data, dtype))
+        };
+        let vector = |src: &mut dyn TensorSource, name: TensorName| -> Result<Vec<f32>> {
+            src.check(name, &[h])?;
+            let mut out = vec![0.0; h];
+            src.fill(name, &[h], &mut out)?;
+            Ok(out)
+        };
+        let embed = matrix(src, &[(TensorName::Embed, v)], h)?;
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let l = |t| TensorName::Layer(i, t);
+            layers.push(LayerWeights {
+                attn_norm: vector(src, l(T::AttnNorm))?,
+                wqkv: matrix(
+                    src,
+                    &[
+                        (l(T::Q), c.q_dim()),
+                        (l(T::K), c.kv_dim()),
+                        (l(T::V), c.kv_dim()),
+                    ],
+                    h,
+                )?,
+                wo: matrix(src, &[(l(T::O), h)], c.q_dim())?,
+                ffn_norm: vector(src, l(T::FfnNorm))?,
+                w_gate_up: matrix(src, &[(l(T::Gate), f), (l(T::Up), f)], h)?,
+                w_down: matrix(src, &[(l(T::Down), h)], f)?,
+            });
+        }
+        let final_norm = vector(src, TensorName::FinalNorm)?;
+        let lm_head = if c.tie_embeddings {
+            None
+        } else {
+            Some(matrix(src, &[(TensorName::LmHead, v)], h)?)
+        };
+        Ok(Self {
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+        })
+    }
+
+    /// Bytes held by all weights.
+    pub(crate) fn bytes(&self) -> usize {
+        let layer = |l: &LayerWeights| {
+            l.wqkv.bytes()
+                + l.wo.bytes()
+                + l.w_gate_up.bytes()
+                + l.w_down.bytes()
+                + 4 * (l.attn_norm.len() + l.ffn_norm.len())
+        };
+        self.embed.bytes()
+            + self.layers.iter().map(layer).sum::<usize>()
+            + 4 * self.final_norm.len()
+            + self.lm_head.as_ref().map_or(0, Matrix::bytes)
+    }
+
+    /// The LM head (the embedding when tied).
+    pub(crate) fn head(&self) -> &Matrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
+/// Tensors from a GGUF file (llama.cpp naming), dequantized as they are read.
+pub(crate) struct GgufSource<'a>(pub &'a GgufFile);
+
+impl GgufSource<'_> {
+    fn find(&self, name: TensorName, shape: &[usize]) -> Result<&crate::gguf::TensorInfo> {
+        let key = gguf_name(name);
+        let t = self
+            .0
+            .tensor(&key)
+            .ok_or_else(|| ModelError::MissingTensor(key.clone()))?;
+        // GGUF lists the fastest dimension first; reverse to compare with [rows, cols].
+        let found: Vec<usize> = t.dims.iter().rev().copied().collect();
+        if found != shape {
+            return Err(ModelError::ShapeMismatch {
+                name: key,
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        Ok(t)
+    }
+}
+
+impl TensorSource for GgufSource<'_> {
+    fn check(&self, name: TensorName, shape: &[usize]) -> Result<()> {
+        self.find(name, shape).map(|_| ())
+    }
+
+    fn fill(&mut self, name: TensorName, shape: &[usize], out: &mut [f32]) -> Result<()> {
+        let t = self.find(name, shape)?;
+        dequantize(t.kind, self.0.tensor_bytes(t), out)
+    }
+}
+
+fn gguf_name(name: TensorName) -> String {
+    match name {
+        TensorName::Embed => "token_embd.weight".into(),
+        TensorName::FinalNorm => "output_norm.weight".into(),
+        TensorName::LmHead => "output.weight".into(),
+        TensorName::Layer(i, t) => {
+            let s = match t {
+                LayerTensor::AttnNorm => "attn_norm",
+                LayerTensor::Q => "attn_q",
+                LayerTensor::K => "attn_k",
+                LayerTensor::V => "attn_v",
+                LayerTensor::O => "attn_output",
+                LayerTensor::FfnNorm => "ffn_norm",
+                LayerTensor::Gate => "ffn_gate",
+                LayerTensor::Up => "ffn_up",
+                LayerTensor::Down => "ffn_down",
+            };
+            format!("blk.{i}.{s}.weight")
+        }
+    }
+}
+
+/// Seeded random weights: uniform with standard deviation 0.02 (norms are 1), as a
+/// freshly initialized Llama; enough to exercise every code path and time it.
+pub(crate) struct RandomSource(pub StdRng);
+
+impl RandomSource {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(StdRng::seed_from_u64(seed))
+    }
+}
+
+impl TensorSource for RandomSource {
+    fn check(&self, _name: TensorName, _shape: &[usize]) -> Result<()> {
+        Ok(())
+    }
+
+    fn fill(&mut self, name: TensorName, _shape: &[usize], out: &mut [f32]) -> Result<()> {
+        let is_norm = matches!(
+            name,
+            TensorName::FinalNorm
+                | TensorName::Layer(_, LayerTensor::AttnNorm | LayerTensor::FfnNorm)
+        );
+        if is_norm {
+            for x in out.iter_mut() {
+                *x = 1.0 + self.0.random_range(-0.1..0.1);
+            }
+        } else {
+            // Uniform on [-a, a] has standard deviation a / sqrt(3).
+            let a = 0.02 * 3f32.sqrt();
+            for x in out.iter_mut() {
+                *x = self.0.random_range(-a..a);
+            }
+        }
+        Ok(())
+    }
+}

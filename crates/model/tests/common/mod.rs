@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests: finding the real model, and driving the
+//! forward pass over a paged cache the way the engine will.
+
+#![allow(dead_code)]
+
+use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
+use pagedattn_kv::BlockId;
+use pagedattn_model::{Batch, KvLocation, Logits, LogitsFor, Model, ModelConfig, SeqInput};
+use std::path::PathBuf;
+
+pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The real model's path, or `None` (with a printed reason) when it is absent and CI is not
+/// set. Under CI a missing model is a failure.
+pub fn model_path() -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .join(MODEL_FILE);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {} is missing: run scripts/fetch-model.sh",
+        path.display()
+    );
+    eprintln!(
+        "skipping: {} not found (run scripts/fetch-model.sh)",
+        path.display()
+    );
+    None
+}
+
+/// A paged cache for `config` with `num_blocks` blocks of `block_size`.
+pub fn paged_cache(config: &ModelConfig, num_blocks: usize, block_size: usize) -> KvCache {
+    KvCache::new(KvCacheConfig {
+        num_layers: config.num_layers,
+        num_blocks,
+        num_kv_heads: config.num_kv_heads,
+        block_size,
+        head_dim: config.head_dim,
+        dtype: DType::F32,
+    })
+    .unwrap()
+}
+
+/// Slots of positions `start..start + n` of a sequence with block table `table`.
+pub fn slots(table: &[BlockId], block_size: usize, start: usize, n: usize) -> Vec<usize> {
+    (start..start + n)
+        .map(|p| table[p / block_size].index() * block_size + p % block_size)
+        .collect()
+}
+
+/// Runs `tokens` (at positions `start..`) of one sequence through the paged cache.
+pub fn step(
+    model: &Model,
+    cache: &mut KvCache,
+    table: &[BlockId],
+    tokens: &[u32],
+    start: usize,
+    logits: LogitsFor,
+) -> Logits {
+    let block_size = cache.config().block_size;
+    let s = slots(table, block_size, start, tokens.len());
+    let mut batch = Batch::new();
+    batch.push(SeqInput {
+        tokens,
+        start_pos: start,
+        slots: &s,
+        kv: KvLocation::Paged(table),
+        logits,
+    });
+    model.forward(&batch, cache).unwrap()
+}
+
+/// Logits at every position of `tokens` from one prefill into a fresh cache.
+pub fn prefill_all(model: &Model, tokens: &[u32], block_size: usize) -> Logits {
+    let blocks = tokens.len().div_ceil(block_size);
+    let mut cache = paged_cache(model.config(), blocks, block_size);
+    let table: Vec<BlockId> = (0..blocks as u32).map(BlockId).collect();
+    step(model, &mut cache, &table, tokens, 0, LogitsFor::All)
+}
+
+/// Largest absolute difference between two equally long slices.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pagedattn-model-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

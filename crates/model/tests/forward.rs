@@ -1,0 +1,275 @@
+//! Forward-pass behaviour on small random models (no files needed): incremental decoding
+//! through a shuffled paged cache equals one prefill, batching does not change results,
+//! paged and contiguous stores agree, and bad batches are errors.
+
+mod common;
+
+use common::{max_diff, paged_cache, prefill_all, slots, step};
+use pagedattn_kernels::{ContiguousKv, ContiguousKvConfig, DType};
+use pagedattn_kv::BlockId;
+use pagedattn_model::{Batch, KvLocation, LogitsFor, Model, ModelError, SeqInput, WeightDType};
+use proptest::prelude::*;
+
+fn tiny() -> Model {
+    Model::random_named("tiny", 42, WeightDType::F32).unwrap()
+}
+
+fn tokens(n: usize, seed: u32) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 97) >> 7) % 256)
+        .collect()
+}
+
+/// A block table of `n` distinct blocks out of `pool`, in a scrambled order.
+fn shuffled_table(n: usize, pool: usize, seed: usize) -> Vec<BlockId> {
+    let mut ids: Vec<u32> = (0..pool as u32).collect();
+    for i in (1..ids.len()).rev() {
+        let j = (i * 7919 + seed * 104_729) % (i + 1);
+        ids.swap(i, j);
+    }
+    ids.truncate(n);
+    ids.into_iter().map(BlockId).collect()
+}
+
+/// Feeds `toks` in chunks of the given sizes through a scrambled paged cache and returns
+/// the logits of every position.
+fn chunked_logits(
+    model: &Model,
+    toks: &[u32],
+    chunks: &[usize],
+    block_size: usize,
+    seed: usize,
+) -> Vec<Vec<f32>> {
+    let blocks = toks.len().div_ceil(block_size);
+    let mut cache = paged_cache(model.config(), blocks * 3, block_size);
+    let table = shuffled_table(blocks, blocks * 3, seed);
+    let (mut at, mut out) = (0, Vec::new());
+    for &c in chunks.iter().chain(std::iter::repeat(&1)) {
+        if at == toks.len() {
+            break;
+        }
+        let c = c.clamp(1, toks.len() - at);
+        let l = step(
+            model,
+            &mut cache,
+            &table,
+            &toks[at..at + c],
+            at,
+            LogitsFor::All,
+        );
+        out.extend((0..l.len()).map(|i| l.row(i).to_vec()));
+        at += c;
+    }
+    out
+}
+
+#[test]
+fn incremental_decode_through_shuffled_blocks_equals_one_prefill() {
+    let model = tiny();
+    let toks = tokens(53, 1);
+    let full = prefill_all(&model, &toks, 4);
+    // A 5-token prompt, then one token at a time.
+    let inc = chunked_logits(&model, &toks, &[5], 4, 3);
+    assert_eq!(inc.len(), toks.len());
+    for (p, row) in inc.iter().enumerate() {
+        assert!(
+            max_diff(row, full.row(p)) < 1e-4,
+            "position {p}: {}",
+            max_diff(row, full.row(p))
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    #[test]
+    fn any_chunking_and_block_placement_gives_the_same_logits(
+        len in 1usize..40, chunks in proptest::collection::vec(1usize..12, 1..8),
+        block_size in prop_oneof![Just(1usize), Just(3), Just(16)], seed in 0usize..1000,
+    ) {
+        let model = tiny();
+        let toks = tokens(len, seed as u32);
+        let full = prefill_all(&model, &toks, block_size);
+        let inc = chunked_logits(&model, &toks, &chunks, block_size, seed);
+        for (p, row) in inc.iter().enumerate() {
+            prop_assert!(max_diff(row, full.row(p)) < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn one_mixed_batch_equals_each_sequence_alone() {
+    let model = tiny();
+    let bs = 4;
+    let (a, b, c) = (tokens(9, 1), tokens(14, 2), tokens(6, 3));
+    // Sequences a and b have their prompts cached already; c arrives now.
+    let mut cache = paged_cache(model.config(), 24, bs);
+    let (ta, tb, tc) = (
+        shuffled_table(3, 24, 1),
+        vec![BlockId(20), BlockId(5), BlockId(9), BlockId(2)],
+        vec![BlockId(0), BlockId(13)],
+    );
+    assert!(ta.iter().all(|x| !tb.contains(x) && !tc.contains(x)));
+    step(&model, &mut cache, &ta, &a[..8], 0, LogitsFor::None);
+    step(&model, &mut cache, &tb, &b[..10], 0, LogitsFor::None);
+    let (sa, sb, sc) = (
+        slots(&ta, bs, 8, 1),
+        slots(&tb, bs, 10, 4),
+        slots(&tc, bs, 0, 6),
+    );
+    let mut batch = Batch::new();
+    batch
+        .push(SeqInput {
+            tokens: &a[8..],
+            start_pos: 8,
+            slots: &sa,
+            kv: KvLocation::Paged(&ta),
+            logits: LogitsFor::Last,
+        })
+        .push(SeqInput {
+            tokens: &b[10..],
+            start_pos: 10,
+            slots: &sb,
+            kv: KvLocation::Paged(&tb),
+            logits: LogitsFor::All,
+        })
+        .push(SeqInput {
+            tokens: &c,
+            start_pos: 0,
+            slots: &sc,
+            kv: KvLocation::Paged(&tc),
+            logits: LogitsFor::Last,
+        });
+    let got = model.forward(&batch, &mut cache).unwrap();
+    assert_eq!(got.len(), 1 + 4 + 1);
+    let expect = [
+        (0, &a, 8),
+        (1, &b, 10),
+        (1, &b, 11),
+        (1, &b, 12),
+        (1, &b, 13),
+        (2, &c, 5),
+    ];
+    for (i, &(seq, toks, pos)) in expect.iter().enumerate() {
+        assert_eq!((got.rows[i].seq, got.rows[i].position), (seq, pos));
+        let alone = prefill_all(&model, &toks[..=pos], bs);
+        assert!(max_diff(got.row(i), alone.row(pos)) < 1e-4, "row {i}");
+    }
+    assert_eq!(got.last_for_seq(1), Some(got.row(4)));
+}
+
+#[test]
+fn paged_and_contiguous_stores_give_the_same_logits() {
+    let model = tiny();
+    let c = model.config();
+    let toks = tokens(20, 5);
+    let paged = prefill_all(&model, &toks, 16);
+    let mut store = ContiguousKv::new(ContiguousKvConfig {
+        num_layers: c.num_layers,
+        num_kv_heads: c.num_kv_heads,
+        capacity_slots: 64,
+        head_dim: c.head_dim,
+        dtype: DType::F32,
+    })
+    .unwrap();
+    // The sequence owns arena slots 30..50; prefill 12 tokens, then decode the rest.
+    let mut rows = Vec::new();
+    for (start, end) in [(0, 12)].into_iter().chain((12..20).map(|p| (p, p + 1))) {
+        let s: Vec<usize> = (30 + start..30 + end).collect();
+        let mut batch = Batch::new();
+        batch.push(SeqInput {
+            tokens: &toks[start..end],
+            start_pos: start,
+            slots: &s,
+            kv: KvLocation::Contiguous { start_slot: 30 },
+            logits: LogitsFor::All,
+        });
+        let l = model.forward(&batch, &mut store).unwrap();
+        rows.extend((0..l.len()).map(|i| l.row(i).to_vec()));
+    }
+    for (p, row) in rows.iter().enumerate() {
+        assert!(max_diff(row, paged.row(p)) < 1e-4, "position {p}");
+    }
+}
+
+#[test]
+fn bf16_weights_track_f32() {
+    let (f, b) = (
+        tiny(),
+        Model::random_named("tiny", 42, WeightDType::Bf16).unwrap(),
+    );
+    assert!(b.weight_bytes() < f.weight_bytes() * 6 / 10);
+    let toks = tokens(10, 9);
+    let (lf, lb) = (prefill_all(&f, &toks, 4), prefill_all(&b, &toks, 4));
+    assert!(
+        max_diff(&lf.data, &lb.data) < 2e-2,
+        "{}",
+        max_diff(&lf.data, &lb.data)
+    );
+}
+
+#[test]
+fn bad_batches_are_errors_and_write_nothing() {
+    let model = tiny();
+    let mut cache = paged_cache(model.config(), 4, 4);
+    let table = [BlockId(1)];
+    let cases: Vec<(Vec<u32>, usize, Vec<usize>)> = vec![
+        (vec![], 0, vec![]),
+        (vec![1, 2], 0, vec![4]),
+        (vec![300], 0, vec![4]),
+        (vec![1], 1024, vec![4]),
+    ];
+    for (toks, start, s) in &cases {
+        let mut batch = Batch::new();
+        batch.push(SeqInput {
+            tokens: toks,
+            start_pos: *start,
+            slots: s,
+            kv: KvLocation::Paged(&table),
+            logits: LogitsFor::Last,
+        });
+        assert!(
+            matches!(
+                model.forward(&batch, &mut cache),
+                Err(ModelError::InvalidBatch(_))
+            ),
+            "{toks:?} {start} {s:?}"
+        );
+    }
+    for l in 0..model.config().num_layers {
+        assert!(cache.read_slot(l, 4).unwrap().0.iter().all(|&x| x == 0.0));
+    }
+    // A contiguous location on a paged store, and a slot past the cache, are kernel errors.
+    let mut batch = Batch::new();
+    batch.push(SeqInput {
+        tokens: &[1],
+        start_pos: 0,
+        slots: &[4],
+        kv: KvLocation::Contiguous { start_slot: 0 },
+        logits: LogitsFor::Last,
+    });
+    assert!(matches!(
+        model.forward(&batch, &mut cache),
+        Err(ModelError::Kernel(_))
+    ));
+    let mut batch = Batch::new();
+    batch.push(SeqInput {
+        tokens: &[1],
+        start_pos: 0,
+        slots: &[99],
+        kv: KvLocation::Paged(&table),
+        logits: LogitsFor::Last,
+    });
+    assert!(matches!(
+        model.forward(&batch, &mut cache),
+        Err(ModelError::Kernel(_))
+    ));
+    // An empty batch is fine and returns no rows.
+    assert!(model.forward(&Batch::new(), &mut cache).unwrap().is_empty());
+}
+
+#[test]
+fn model_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Model>();
+}

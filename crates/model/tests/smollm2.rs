@@ -1,0 +1,243 @@
+//! The real model (SmolLM2-135M-Instruct, Q4_1 GGUF) against the independent numpy
+//! reference in `fixtures/smollm2_reference.json` (see `scripts/reference/`): same token
+//! ids, same argmax at every position, top-20 logits within 1e-2; greedy continuation of
+//! "The capital of France is" is " Paris"; incremental decoding through shuffled blocks
+//! equals one prefill. Skipped (with a message) when the model file is absent outside CI.
+
+mod common;
+
+use common::{max_diff, model_path, paged_cache, prefill_all, step};
+use pagedattn_kv::BlockId;
+use pagedattn_model::gguf::GgufFile;
+use pagedattn_model::{argmax, LoadOptions, LogitsFor, Model, ModelError};
+use serde::Deserialize;
+use std::sync::OnceLock;
+
+#[derive(Deserialize)]
+struct Fixture {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    prompt: String,
+    ids: Vec<u32>,
+    /// Per position: `[token id, logit]` pairs, best first.
+    top: Vec<Vec<(u32, f32)>>,
+    greedy: Vec<u32>,
+}
+
+fn fixture() -> Fixture {
+    serde_json::from_str(include_str!("fixtures/smollm2_reference.json")).unwrap()
+}
+
+/// The model, loaded once per test binary.
+fn model() -> Option<&'static Model> {
+    static MODEL: OnceLock<Option<Model>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| model_path().map(|p| Model::load(&p, LoadOptions::default()).unwrap()))
+        .as_ref()
+}
+
+#[test]
+fn config_matches_the_file() {
+    let Some(m) = model() else { return };
+    let c = m.config();
+    assert_eq!(
+        (
+            c.num_layers,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim
+        ),
+        (30, 576, 1536, 9, 3, 64)
+    );
+    assert_eq!(
+        (c.vocab_size, c.max_context, c.rope_theta, c.tie_embeddings),
+        (49_152, 8192, 100_000.0, true)
+    );
+    assert_eq!(m.tokenizer().unwrap().eos_id(), Some(2));
+}
+
+#[test]
+fn tokenizer_matches_the_reference() {
+    let Some(m) = model() else { return };
+    let tok = m.tokenizer().unwrap();
+    for case in fixture().cases {
+        let ids = tok.encode(&case.prompt).unwrap();
+        assert_eq!(ids, case.ids, "{:?}", case.prompt);
+        assert_eq!(tok.decode(&ids).unwrap(), case.prompt);
+    }
+    // Digits are split one at a time; ChatML markers are single special tokens.
+    assert_eq!(tok.encode("2026").unwrap().len(), 4);
+    let chat = tok.encode(&tok.chat_prompt("Hi")).unwrap();
+    assert_eq!(chat[0], 1);
+    assert!(chat.contains(&2));
+}
+
+#[test]
+fn logits_match_the_reference() {
+    let Some(m) = model() else { return };
+    for case in fixture().cases {
+        let logits = prefill_all(m, &case.ids, 16);
+        let mut worst = 0f32;
+        for (p, top) in case.top.iter().enumerate() {
+            let row = logits.row(p);
+            assert_eq!(argmax(row), top[0].0, "{:?} position {p}", case.prompt);
+            for &(id, want) in top {
+                worst = worst.max((row[id as usize] - want).abs());
+            }
+        }
+        assert!(worst < 1e-2, "{:?}: max |diff| {worst}", case.prompt);
+        eprintln!(
+            "{:?}: max |logit diff| on top-20 = {worst:.2e}",
+            case.prompt
+        );
+    }
+}
+
+#[test]
+fn greedy_continues_the_capital_of_france_with_paris() {
+    let Some(m) = model() else { return };
+    let tok = m.tokenizer().unwrap();
+    let case = fixture()
+        .cases
+        .into_iter()
+        .find(|c| c.prompt == "The capital of France is")
+        .unwrap();
+    let mut cache = paged_cache(m.config(), 4, 16);
+    let table = [BlockId(3), BlockId(0)];
+    let mut seq = case.ids.clone();
+    let mut l = step(m, &mut cache, &table, &seq, 0, LogitsFor::Last);
+    for _ in 0..case.greedy.len() {
+        let next = argmax(l.row(0));
+        seq.push(next);
+        l = step(
+            m,
+            &mut cache,
+            &table,
+            &[next],
+            seq.len() - 1,
+            LogitsFor::Last,
+        );
+    }
+    let generated = &seq[case.ids.len()..];
+    assert_eq!(generated, case.greedy.as_slice());
+    assert!(tok.decode(generated).unwrap().starts_with(" Paris"));
+}
+
+#[test]
+fn incremental_decode_equals_one_prefill() {
+    let Some(m) = model() else { return };
+    let case = fixture()
+        .cases
+        .into_iter()
+        .find(|c| c.ids.len() > 20)
+        .unwrap();
+    let toks = &case.ids;
+    let full = prefill_all(m, toks, 4);
+    // Blocks of 4 placed out of order; a 3-token prompt, then one token at a time.
+    let table: Vec<BlockId> = [11, 2, 7, 0, 9, 4, 1, 10]
+        .iter()
+        .map(|&b| BlockId(b))
+        .collect();
+    let mut cache = paged_cache(m.config(), 12, 4);
+    let first = step(m, &mut cache, &table, &toks[..3], 0, LogitsFor::All);
+    let mut worst = (0..3)
+        .map(|p| max_diff(first.row(p), full.row(p)))
+        .fold(0.0, f32::max);
+    for p in 3..toks.len() {
+        let l = step(m, &mut cache, &table, &toks[p..=p], p, LogitsFor::Last);
+        worst = worst.max(max_diff(l.row(0), full.row(p)));
+    }
+    eprintln!("incremental vs prefill: max |diff| = {worst:.2e}");
+    assert!(worst < 1e-4, "max |diff| {worst}");
+}
+
+#[test]
+fn truncated_file_is_a_clear_error() {
+    let Some(path) = model_path() else { return };
+    let bytes = std::fs::read(&path).unwrap();
+    for len in [3, 1000, 2_000_000, bytes.len() - 1] {
+        let err = GgufFile::parse(bytes[..len].to_vec()).unwrap_err();
+        assert!(matches!(err, ModelError::CorruptGguf(_)), "{len}: {err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+    let missing = Model::load(&path.with_extension("nope"), LoadOptions::default()).unwrap_err();
+    assert!(matches!(missing, ModelError::Io { .. }));
+}
+
+#[test]
+fn tokenizer_survives_a_tokenizer_json_round_trip() {
+    let Some(m) = model() else { return };
+    let tok = m.tokenizer().unwrap();
+    let dir = common::temp_dir("tokenizer-json");
+    let path = dir.join("tokenizer.json");
+    tok.inner().save(&path, false).unwrap();
+    let back = pagedattn_model::Tokenizer::from_file(&path).unwrap();
+    assert_eq!(back.eos_id(), Some(2));
+    for case in fixture().cases {
+        assert_eq!(back.encode(&case.prompt).unwrap(), case.ids);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn inconsistent_metadata_is_an_error_before_any_allocation() {
+    use pagedattn_model::gguf::Value;
+    let Some(path) = model_path() else { return };
+    let pristine = GgufFile::open(&path).unwrap();
+    let cases: [(&str, Option<Value>); 5] = [
+        ("llama.embedding_length", Some(Value::U64(1 << 40))),
+        ("llama.block_count", Some(Value::U64(31))),
+        ("llama.attention.head_count_kv", Some(Value::U64(2))),
+        ("general.architecture", Some(Value::Str("mamba".into()))),
+        ("tokenizer.ggml.merges", None),
+    ];
+    let mut file = pristine;
+    for (key, value) in cases {
+        let old = match value {
+            Some(v) => file.metadata.insert(key.to_string(), v),
+            None => file.metadata.remove(key),
+        };
+        let err = Model::from_gguf(&file, LoadOptions::default()).unwrap_err();
+        assert!(!err.to_string().contains('\n'), "{err}");
+        eprintln!("{key}: {err}");
+        match old {
+            Some(v) => file.metadata.insert(key.to_string(), v),
+            None => file.metadata.remove(key),
+        };
+    }
+}
+
+#[test]
+fn half_precision_kv_cache_still_answers_paris() {
+    use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
+    let Some(m) = model() else { return };
+    let case = fixture()
+        .cases
+        .into_iter()
+        .find(|c| c.prompt == "The capital of France is")
+        .unwrap();
+    let reference = prefill_all(m, &case.ids, 16);
+    let last = case.ids.len() - 1;
+    for dtype in [DType::F16, DType::Bf16] {
+        let c = m.config();
+        let mut cache = KvCache::new(KvCacheConfig {
+            num_layers: c.num_layers,
+            num_blocks: 2,
+            num_kv_heads: c.num_kv_heads,
+            block_size: 16,
+            head_dim: c.head_dim,
+            dtype,
+        })
+        .unwrap();
+        let l = step(m, &mut cache, &[BlockId(1)], &case.ids, 0, LogitsFor::Last);
+        assert_eq!(argmax(l.row(0)), case.greedy[0], "{dtype:?}");
+        let diff = max_diff(l.row(0), reference.row(last));
+        eprintln!("{dtype:?} KV: max |logit diff| vs f32 KV = {diff:.2e}");
+        assert!(diff < 0.5, "{dtype:?}: {diff}");
+    }
+}
