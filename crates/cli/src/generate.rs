@@ -1,23 +1,16 @@
-//! `pagedattn generate`: run a model on one prompt and stream the continuation to stdout.
-//!
-//! A single sequence on a paged KV cache: the prompt is one prefill, then one decode step
-//! per token, with blocks taken in order from a cache sized for prompt + `--max-tokens`.
-//! Timing goes to stderr so stdout holds only the generated text.
+//! `pagedattn generate`: run a model on one or more prompts through the continuous-batching
+//! engine over a paged KV cache. One prompt streams its continuation to stdout as tokens
+//! are made; several run as one batched job and print each completion, then a summary.
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
-use pagedattn_kv::BlockId;
-use pagedattn_model::{
-    Batch, KvLocation, LoadOptions, LogitsFor, Model, ModelError, Sampler, SamplingParams,
-    SeqInput, TokenStream, WeightDType,
-};
+use pagedattn_engine::{Engine, EngineConfig, KvPolicy, ModelExecutor, Request, SamplingParams};
+use pagedattn_kernels::DType;
+use pagedattn_model::{LoadOptions, Model, TokenStream, WeightDType};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
-
-/// Tokens per KV block.
-const BLOCK_SIZE: usize = 16;
 
 /// Arguments of `pagedattn generate`.
 #[derive(Debug, Clone, Args)]
@@ -25,13 +18,16 @@ pub struct GenerateArgs {
     /// A `.gguf` file, or a Hugging Face directory (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
-    /// The prompt text.
+    /// A prompt; repeat the flag for several prompts, run as one batch.
     #[arg(long)]
-    pub prompt: String,
-    /// Wrap the prompt as one ChatML user turn (with the model's default system prompt).
+    pub prompt: Vec<String>,
+    /// A file with one prompt per line (added to any --prompt).
+    #[arg(long)]
+    pub prompts_file: Option<PathBuf>,
+    /// Wrap each prompt as one ChatML user turn (with the model's default system prompt).
     #[arg(long)]
     pub chat: bool,
-    /// Most tokens to generate (stops earlier at end-of-sequence).
+    /// Most tokens to generate per prompt (stops earlier at end-of-sequence).
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
@@ -43,115 +39,128 @@ pub struct GenerateArgs {
     /// Keep only the k most likely tokens (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
-    /// RNG seed for sampling.
+    /// RNG seed for sampling (prompt i uses seed + i).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Keep weights in bf16 instead of f32 (half the memory).
     #[arg(long)]
     pub bf16: bool,
-    /// Print token counts and speeds to stderr when done.
+    /// KV cache budget in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub kv_mib: u64,
+    /// Print load time and speeds to stderr when done.
     #[arg(long)]
     pub stats: bool,
 }
 
 /// Runs `pagedattn generate`. Every error is one line naming its cause.
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let sampling = SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
-    let mut sampler = Sampler::new(sampling).map_err(|e| anyhow!("{e}"))?;
+    let mut texts = args.prompt.clone();
+    if let Some(f) = &args.prompts_file {
+        let body =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        texts.extend(
+            body.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string),
+        );
+    }
+    if texts.is_empty() {
+        bail!("give at least one --prompt or a --prompts-file");
+    }
     let dtype = if args.bf16 {
         WeightDType::Bf16
     } else {
         WeightDType::F32
     };
     let t_load = Instant::now();
-    let model = Model::load(&args.model, LoadOptions { dtype }).map_err(|e| match e {
-        // The I/O error names its own file (which may be inside a model directory).
-        ModelError::Io { .. } => anyhow!("cannot load model: {e}"),
-        e => anyhow!("cannot load model {}: {e}", args.model.display()),
-    })?;
+    let model = Model::load(&args.model, LoadOptions { dtype })
+        .map_err(|e| anyhow!("cannot load model {}: {e}", args.model.display()))?;
     let load_s = t_load.elapsed().as_secs_f64();
-    let tok = model.require_tokenizer().map_err(|e| anyhow!("{e}"))?;
-    let text = if args.chat {
-        tok.chat_prompt(&args.prompt)
-    } else {
-        args.prompt.clone()
-    };
-    let prompt = tok.encode(&text).map_err(|e| anyhow!("{e}"))?;
-    if prompt.is_empty() {
-        return Err(anyhow!("the prompt is empty"));
+    let tok = model
+        .require_tokenizer()
+        .map_err(|e| anyhow!("{e}"))?
+        .clone();
+    let eos = tok.eos_id();
+    let prompts = texts
+        .iter()
+        .map(|t| {
+            let text = if args.chat {
+                tok.chat_prompt(t)
+            } else {
+                t.clone()
+            };
+            tok.encode(&text).map_err(|e| anyhow!("{e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // The longest sequence this job can make; the KV budget must hold one of them.
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) + args.max_tokens;
+    let max_len = longest.min(model.config().max_context);
+    let model = Arc::new(model);
+    let exec = ModelExecutor::new(model, DType::F32);
+    let mut config = EngineConfig::new(KvPolicy::Paged, args.kv_mib << 20);
+    config.max_model_len = Some(max_len);
+    let mut engine = Engine::new(exec, config).map_err(|e| anyhow!("{e}"))?;
+    for (i, p) in prompts.into_iter().enumerate() {
+        let params = SamplingParams {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            top_k: args.top_k,
+            seed: Some(args.seed.wrapping_add(i as u64)),
+            ..SamplingParams::greedy(args.max_tokens)
+        };
+        engine
+            .add_request(Request::new(i as u64, p, params))
+            .map_err(|e| anyhow!("prompt {}: {e}", i + 1))?;
     }
-    let c = model.config();
-    let total = (prompt.len() + args.max_tokens).min(c.max_context);
-    if prompt.len() >= total {
-        return Err(anyhow!(
-            "the prompt has {} tokens; the model's context is {}",
-            prompt.len(),
-            c.max_context
-        ));
-    }
-    let num_blocks = total.div_ceil(BLOCK_SIZE);
-    let mut cache = KvCache::new(KvCacheConfig {
-        num_layers: c.num_layers,
-        num_blocks,
-        num_kv_heads: c.num_kv_heads,
-        block_size: BLOCK_SIZE,
-        head_dim: c.head_dim,
-        dtype: DType::F32,
-    })
-    .map_err(|e| anyhow!("cannot allocate the KV cache: {e}"))?;
-    let table: Vec<BlockId> = (0..num_blocks as u32).map(BlockId).collect();
-
-    let mut stream = TokenStream::new(tok);
+    let single = texts.len() == 1;
+    let mut stream = TokenStream::new(&tok);
+    let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); texts.len()];
     let mut stdout = std::io::stdout().lock();
-    let (mut pos, mut next_input) = (0usize, prompt.clone());
-    let (mut generated, mut prefill_s, t_decode) = (0usize, 0.0, Instant::now());
-    let t_prefill = Instant::now();
-    while generated < args.max_tokens && pos + next_input.len() <= total {
-        let slots: Vec<usize> = (pos..pos + next_input.len())
-            .map(|p| table[p / BLOCK_SIZE].index() * BLOCK_SIZE + p % BLOCK_SIZE)
-            .collect();
-        let mut batch = Batch::new();
-        batch.push(SeqInput {
-            tokens: &next_input,
-            start_pos: pos,
-            slots: &slots,
-            kv: KvLocation::Paged(&table),
-            logits: LogitsFor::Last,
-        });
-        let logits = model
-            .forward(&batch, &mut cache)
-            .map_err(|e| anyhow!("forward pass failed: {e}"))?;
-        if pos == 0 {
-            prefill_s = t_prefill.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    while engine.has_unfinished() {
+        for o in engine.step().map_err(|e| anyhow!("{e}"))? {
+            for id in o.new_tokens.into_iter().filter(|&t| Some(t) != eos) {
+                outputs[o.request.0 as usize].push(id);
+                if single {
+                    if let Some(piece) = stream.push(id).map_err(|e| anyhow!("{e}"))? {
+                        stdout
+                            .write_all(piece.as_bytes())
+                            .and_then(|()| stdout.flush())
+                            .map_err(|e| anyhow!("stdout: {e}"))?;
+                    }
+                }
+            }
         }
-        pos += next_input.len();
-        let id = sampler.sample(logits.row(0));
-        generated += 1;
-        if Some(id) == tok.eos_id() {
-            break;
-        }
-        if let Some(piece) = stream.push(id).map_err(|e| anyhow!("{e}"))? {
-            stdout
-                .write_all(piece.as_bytes())
-                .and_then(|()| stdout.flush())
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if single {
+        writeln!(stdout).map_err(|e| anyhow!("stdout: {e}"))?;
+    } else {
+        for (i, out) in outputs.iter().enumerate() {
+            let text = tok.decode(out).map_err(|e| anyhow!("{e}"))?;
+            writeln!(stdout, "[{}] {}{}", i + 1, texts[i], text)
                 .map_err(|e| anyhow!("stdout: {e}"))?;
         }
-        next_input = vec![id];
     }
-    writeln!(stdout).map_err(|e| anyhow!("stdout: {e}"))?;
-    if args.stats {
-        let decode_s = t_decode.elapsed().as_secs_f64() - prefill_s;
-        let decoded = generated.saturating_sub(1);
+    let generated: usize = outputs.iter().map(Vec::len).sum();
+    let peak_kv = engine
+        .step_metrics()
+        .iter()
+        .map(|s| s.kv_held_slots)
+        .max()
+        .unwrap_or(0);
+    let per_token = engine
+        .executor()
+        .model()
+        .config()
+        .kv_bytes_per_token(DType::F32);
+    if !single || args.stats {
         eprintln!(
-            "load {load_s:.2} s | prompt {} tokens, prefill {:.1} tok/s | generated {generated} tokens, decode {:.1} tok/s",
-            prompt.len(),
-            prompt.len() as f64 / prefill_s.max(1e-9),
-            decoded as f64 / decode_s.max(1e-9),
+            "{} requests, {generated} tokens in {secs:.2} s ({:.1} tokens/s), peak KV {:.1} MiB; model load {load_s:.2} s",
+            texts.len(),
+            generated as f64 / secs.max(1e-9),
+            (peak_kv * per_token) as f64 / (1024.0 * 1024.0),
         );
     }
     Ok(())
