@@ -360,6 +360,10 @@ fn metadata_overhead_is_tiny_for_the_seed_shape() {
     let st = m.stats();
     assert_eq!(st.kv_bytes, 1000 * 16 * 2 * 32 * 32 * 128 * 4);
     assert!(st.metadata_bytes > 0);
+    eprintln!(
+        "seed shape: {} metadata bytes for {} KV bytes, overhead {:e}",
+        st.metadata_bytes, st.kv_bytes, st.metadata_overhead
+    );
     assert!(st.metadata_overhead < 1e-4, "{}", st.metadata_overhead);
 }
 
