@@ -12,6 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="${PEERS_VENV:-$(mktemp -d)/venv}"
 out="${PEERS_OUT:-$(mktemp -d)}"
+mkdir -p "$out"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip setuptools

@@ -311,12 +311,16 @@ fn run<T: KvElem, S: KvSource<T>>(
             partial.resize(plan.partial_len, 0.0);
         }
         let slices = unit_slices(&plan, &mut partial[..plan.partial_len], cfg.head_dim);
-        plan.units
-            .par_iter()
-            .zip(slices)
-            .for_each_init(Scratch::default, |scratch, (unit, o)| {
-                run_one(call.isa, &ctx, src, unit, scratch, o);
-            });
+        let one = |(unit, o): (&Unit, &mut [f32])| {
+            SCRATCH.with(|s| run_one(call.isa, &ctx, src, unit, &mut s.borrow_mut(), o));
+        };
+        // Handing work to the pool and waiting costs a wake-up and a context switch
+        // (~10 us); with one thread or one unit there is nothing to gain from it.
+        if shape.threads <= 1 || plan.units.len() <= 1 {
+            plan.units.iter().zip(slices).for_each(one);
+        } else {
+            plan.units.par_iter().zip(slices).for_each(one);
+        }
         finalize(
             &plan,
             works,
@@ -330,6 +334,9 @@ fn run<T: KvElem, S: KvSource<T>>(
 }
 
 thread_local! {
+    /// Per worker thread: tile buffers, kept across units and calls (a decode call is
+    /// tens of microseconds; allocating them per unit showed up in profiles).
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
     /// Per calling thread: the partial-results buffer of the last call.
     static PARTIAL: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }

@@ -24,78 +24,137 @@ fn load_t<L: Lanes, T: KvElem>(isa: L, s: &[T]) -> L::V {
     }
 }
 
-/// `q . k` along `head_dim` (`D` as in `rows::scores`); four chains hide FMA latency.
+/// Scores of rows `r0 .. r0 + R` against the tile's `n` keys (`D` as in `rows::scores`):
+/// each key chunk is loaded (and widened) once for all `R` rows, which is what makes a
+/// KV head with several query heads cheaper than that many single rows.
 #[inline(always)]
-fn dot<L: Lanes, T: KvElem, const D: usize>(isa: L, q: &[f32], k: &[T], d: usize) -> f32 {
+#[allow(clippy::too_many_arguments)]
+fn scores_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
+    isa: L,
+    (q, dp, r0): (&[f32], usize, usize),
+    k: &[T],
+    n: usize,
+    d: usize,
+    (s, sp): (&mut [f32], usize),
+    prefetch: Option<(&[T], &[T])>,
+) {
     let w = L::W;
     let d = if D > 0 { D } else { d };
     let full = d / w;
-    let (q, k) = (&q[..d], &k[..d]);
-    let (mut a0, mut a1, mut a2, mut a3) = (isa.zero(), isa.zero(), isa.zero(), isa.zero());
-    let qv = |c: usize| isa.load(&q[c * w..c * w + w]);
-    let kv = |c: usize| load_t(isa, &k[c * w..c * w + w]);
-    let mut c = 0;
-    while c + 4 <= full {
-        a0 = isa.fma(qv(c), kv(c), a0);
-        a1 = isa.fma(qv(c + 1), kv(c + 1), a1);
-        a2 = isa.fma(qv(c + 2), kv(c + 2), a2);
-        a3 = isa.fma(qv(c + 3), kv(c + 3), a3);
-        c += 4;
+    let q = &q[r0 * dp..(r0 + R) * dp];
+    for j in 0..n {
+        let kr = &k[j * d..(j + 1) * d];
+        let kv = |c: usize| load_t(isa, &kr[c * w..c * w + w]);
+        let qv = |r: usize, c: usize| isa.load(&q[r * dp + c * w..r * dp + c * w + w]);
+        let mut a = [[isa.zero(); 2]; R];
+        let mut c = 0;
+        while c + 2 <= full {
+            let (k0, k1) = (kv(c), kv(c + 1));
+            for (r, ar) in a.iter_mut().enumerate() {
+                ar[0] = isa.fma(qv(r, c), k0, ar[0]);
+                ar[1] = isa.fma(qv(r, c + 1), k1, ar[1]);
+            }
+            c += 2;
+        }
+        if c < full {
+            let k0 = kv(c);
+            for (r, ar) in a.iter_mut().enumerate() {
+                ar[0] = isa.fma(qv(r, c), k0, ar[0]);
+            }
+        }
+        for (r, ar) in a.iter().enumerate() {
+            let mut x = isa.reduce_add(isa.add(ar[0], ar[1]));
+            for dd in full * w..d {
+                x += q[r * dp + dd] * kr[dd].to_f32();
+            }
+            s[(r0 + r) * sp + j] = x;
+        }
+        if let Some((k2, v2)) = prefetch {
+            prefetch_part(isa, k2, j, n);
+            prefetch_part(isa, v2, j, n);
+        }
     }
-    while c < full {
-        a0 = isa.fma(qv(c), kv(c), a0);
-        c += 1;
-    }
-    let a = [a0, a1, a2, a3];
-    let mut s = isa.reduce_add(isa.add(isa.add(a[0], a[1]), isa.add(a[2], a[3])));
-    for dd in full * w..d {
-        s += q[dd] * k[dd].to_f32();
-    }
-    s
 }
 
-/// `acc = acc * corr + sum_j p[j] * v[j]` along `head_dim`.
+/// `acc[r] = acc[r] * corr[r] + sum_j p[r][j] * v[j]` for rows `r0 .. r0 + R`, each value
+/// chunk loaded (and widened) once for all `R` rows; two chains per row.
 #[inline(always)]
-fn axpy_rows<L: Lanes, T: KvElem, const D: usize>(
+#[allow(clippy::too_many_arguments)]
+fn axpy_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
     isa: L,
-    acc: &mut [f32],
-    corr: f32,
-    p: &[f32],
+    (acc, dp, r0): (&mut [f32], usize, usize),
+    corr: &[f32],
+    (p, sp): (&[f32], usize),
     v: &[T],
+    n: usize,
     d: usize,
 ) {
     let w = L::W;
     let d = if D > 0 { D } else { d };
     let full = d / w;
-    let cv = isa.splat(corr);
-    let v = &v[..p.len() * d];
+    let acc = &mut acc[r0 * dp..(r0 + R) * dp];
+    let p = &p[r0 * sp..(r0 + R) * sp];
+    let corr = &corr[r0..r0 + R];
+    let vv = |j: usize, c: usize| load_t(isa, &v[j * d + c * w..j * d + c * w + w]);
     for c in 0..full {
-        let vv = |j: usize| load_t(isa, &v[j * d + c * w..j * d + c * w + w]);
-        let mut a0 = isa.mul(isa.load(&acc[c * w..c * w + w]), cv);
-        let (mut a1, mut a2, mut a3) = (isa.zero(), isa.zero(), isa.zero());
+        let mut a = [[isa.zero(); 2]; R];
+        for (r, ar) in a.iter_mut().enumerate() {
+            let at = r * dp + c * w;
+            ar[0] = isa.mul(isa.load(&acc[at..at + w]), isa.splat(corr[r]));
+        }
         let mut j = 0;
-        while j + 4 <= p.len() {
-            a0 = isa.fma(isa.splat(p[j]), vv(j), a0);
-            a1 = isa.fma(isa.splat(p[j + 1]), vv(j + 1), a1);
-            a2 = isa.fma(isa.splat(p[j + 2]), vv(j + 2), a2);
-            a3 = isa.fma(isa.splat(p[j + 3]), vv(j + 3), a3);
-            j += 4;
+        while j + 2 <= n {
+            let (v0, v1) = (vv(j, c), vv(j + 1, c));
+            for (r, ar) in a.iter_mut().enumerate() {
+                ar[0] = isa.fma(isa.splat(p[r * sp + j]), v0, ar[0]);
+                ar[1] = isa.fma(isa.splat(p[r * sp + j + 1]), v1, ar[1]);
+            }
+            j += 2;
         }
-        while j < p.len() {
-            a0 = isa.fma(isa.splat(p[j]), vv(j), a0);
-            j += 1;
+        if j < n {
+            let v0 = vv(j, c);
+            for (r, ar) in a.iter_mut().enumerate() {
+                ar[0] = isa.fma(isa.splat(p[r * sp + j]), v0, ar[0]);
+            }
         }
-        let a = [a0, a1, a2, a3];
-        let sum = isa.add(isa.add(a[0], a[1]), isa.add(a[2], a[3]));
-        isa.store(&mut acc[c * w..c * w + w], sum);
+        for (r, ar) in a.iter().enumerate() {
+            let at = r * dp + c * w;
+            isa.store(&mut acc[at..at + w], isa.add(ar[0], ar[1]));
+        }
     }
-    for dd in full * w..d {
-        let mut a = acc[dd] * corr;
-        for (j, &pj) in p.iter().enumerate() {
-            a += pj * v[j * d + dd].to_f32();
+    for r in 0..R {
+        for dd in full * w..d {
+            let mut x = acc[r * dp + dd] * corr[r];
+            for j in 0..n {
+                x += p[r * sp + j] * v[j * d + dd].to_f32();
+            }
+            acc[r * dp + dd] = x;
         }
-        acc[dd] = a;
     }
+}
+
+/// Calls `$f::<R>` over rows `0..rows` in chunks of 4, 2 and 1.
+macro_rules! by_rows {
+    ($rows:expr, |$r0:ident, $first:ident| $body4:expr, $body2:expr, $body1:expr) => {{
+        let mut $r0 = 0;
+        while $r0 < $rows {
+            let $first = $r0 == 0;
+            match $rows - $r0 {
+                1 => {
+                    $body1;
+                    $r0 += 1;
+                }
+                2 | 3 => {
+                    $body2;
+                    $r0 += 2;
+                }
+                _ => {
+                    $body4;
+                    $r0 += 4;
+                }
+            }
+        }
+    }};
 }
 
 /// Prefetches part `part` of `parts` of `s`: spreading the next tile's prefetches over
@@ -134,11 +193,15 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
         m,
         l,
         lim,
+        corr,
         ..
     } = scratch;
+    // One score row per query row, padded to whole vectors.
+    let sp = bs.div_ceil(w) * w;
     reset(q, rows * dp, 0.0);
     reset(acc, rows * dp, 0.0);
-    reset(s, bs.div_ceil(w) * w, 0.0);
+    reset(s, rows * sp, 0.0);
+    reset(corr, rows, 1.0);
     reset(m, rows, f32::NEG_INFINITY);
     reset(l, rows, 0.0);
     lim.clear();
@@ -167,49 +230,55 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
                 bs.min(seq.read_len - at),
             )
         });
+        let pf = |first: bool| if first { next } else { None };
+        by_rows!(
+            rows,
+            |r0, first| scores_rows::<L, T, D, 4>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first)),
+            scores_rows::<L, T, D, 2>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first)),
+            scores_rows::<L, T, D, 1>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first))
+        );
         for i in 0..rows {
             let valid = lim[i].saturating_sub(pos0).min(n);
-            let qr = &q[i * dp..(i + 1) * dp];
-            for j in 0..n {
-                s[j] = dot::<L, T, D>(isa, qr, &kt[j * d..(j + 1) * d], d);
-                if let (0, Some((k2, v2))) = (i, next) {
-                    prefetch_part(isa, k2, j, n);
-                    prefetch_part(isa, v2, j, n);
-                }
-            }
+            let si = &mut s[i * sp..(i + 1) * sp];
             // Mask invisible positions and the vector padding, then max and exponentials
             // a vector at a time.
-            let sp = s.len();
-            for x in &mut s[valid..sp] {
+            for x in &mut si[valid..] {
                 *x = f32::NEG_INFINITY;
             }
             let mut mx = isa.splat(f32::NEG_INFINITY);
             for c in (0..sp).step_by(w) {
-                mx = isa.max(mx, isa.load(&s[c..c + w]));
+                mx = isa.max(mx, isa.load(&si[c..c + w]));
             }
             let m_new = m[i].max(isa.reduce_max(mx));
             if m_new == f32::NEG_INFINITY {
-                continue; // nothing visible yet for this row
+                // Nothing visible yet for this row: p = 0 and corr = 1 leave acc as it is.
+                si.fill(0.0);
+                corr[i] = 1.0;
+                continue;
             }
-            let corr = (m[i] - m_new).exp();
+            corr[i] = (m[i] - m_new).exp();
             let mv = isa.splat(m_new);
             for c in (0..sp).step_by(w) {
-                let x = isa.load(&s[c..c + w]);
-                isa.store(&mut s[c..c + w], exp(isa, isa.sub(x, mv)));
+                let x = isa.load(&si[c..c + w]);
+                isa.store(&mut si[c..c + w], exp(isa, isa.sub(x, mv)));
             }
             // exp(-inf) is ~1e-38 here, not 0: clear the masked entries exactly.
-            for x in &mut s[valid..sp] {
+            for x in &mut si[valid..] {
                 *x = 0.0;
             }
             let mut total = isa.zero();
             for c in (0..sp).step_by(w) {
-                total = isa.add(total, isa.load(&s[c..c + w]));
+                total = isa.add(total, isa.load(&si[c..c + w]));
             }
-            let psum = isa.reduce_add(total);
-            l[i] = l[i] * corr + psum;
+            l[i] = l[i] * corr[i] + isa.reduce_add(total);
             m[i] = m_new;
-            axpy_rows::<L, T, D>(isa, &mut acc[i * dp..(i + 1) * dp], corr, &s[..n], vt, d);
         }
+        by_rows!(
+            rows,
+            |r0, _first| axpy_rows::<L, T, D, 4>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
+            axpy_rows::<L, T, D, 2>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
+            axpy_rows::<L, T, D, 1>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d)
+        );
     }
     for i in 0..rows {
         let o = &mut out[i * (d + 2)..(i + 1) * (d + 2)];

@@ -1,6 +1,6 @@
 //! The seed's kernel vocabulary: an [`AttentionPhase`] and one kernel type per layout
 //! behind the [`AttentionKernel`] trait. They are thin wrappers over the flattened-batch
-//! functions in [`crate::attention`], which is what a model's forward pass calls.
+//! functions (`paged_attention` and friends), which is what a model's forward pass calls.
 
 use crate::attention::{
     contiguous_attention, padded_attention, paged_attention, AttentionConfig, SeqSpec,
@@ -30,7 +30,8 @@ pub trait AttentionKernel {
     /// A short name for reports.
     fn name(&self) -> &'static str;
 
-    /// Computes attention for a flattened batch; see [`crate::attention`] for the shapes.
+    /// Computes attention for a flattened batch; see [`paged_attention`](crate::paged_attention)
+    /// for the shapes.
     fn compute(
         &self,
         phase: AttentionPhase,

@@ -174,55 +174,65 @@ pub(crate) fn finalize(
             *slot = i;
         }
     }
-    out.par_chunks_mut(num_heads * d)
-        .zip(owner.par_iter())
-        .enumerate()
-        .for_each(|(tok, (o, &i))| {
-            if i == usize::MAX {
-                return;
+    let merge_token = |(tok, (o, &i)): (usize, (&mut [f32], &usize))| {
+        if i == usize::MAX {
+            return;
+        }
+        let t = tok - seqs[i].q_start;
+        let (first, rpb, blocks, splits) = plan.layout[i];
+        for head in 0..num_heads {
+            let (kv_head, g) = (head / shape.group, head % shape.group);
+            let r = t * shape.group + g;
+            let (b, within) = (r / rpb, r % rpb);
+            let base = first + (kv_head * blocks + b) * splits;
+            let part = |sp: usize| {
+                let at = plan.units[base + sp].offset + within * (d + 2);
+                &partial[at..at + d + 2]
+            };
+            let dst = &mut o[head * d..(head + 1) * d];
+            if splits == 1 {
+                let p = part(0);
+                let inv = if p[1] > 0.0 { 1.0 / p[1] } else { 0.0 };
+                for (x, &a) in dst.iter_mut().zip(&p[2..]) {
+                    *x = a * inv;
+                }
+                continue;
             }
-            let t = tok - seqs[i].q_start;
-            let (first, rpb, blocks, splits) = plan.layout[i];
-            for head in 0..num_heads {
-                let (kv_head, g) = (head / shape.group, head % shape.group);
-                let r = t * shape.group + g;
-                let (b, within) = (r / rpb, r % rpb);
-                let base = first + (kv_head * blocks + b) * splits;
-                let part = |sp: usize| {
-                    let at = plan.units[base + sp].offset + within * (d + 2);
-                    &partial[at..at + d + 2]
-                };
-                let dst = &mut o[head * d..(head + 1) * d];
-                if splits == 1 {
-                    let p = part(0);
-                    let inv = if p[1] > 0.0 { 1.0 / p[1] } else { 0.0 };
-                    for (x, &a) in dst.iter_mut().zip(&p[2..]) {
-                        *x = a * inv;
-                    }
-                    continue;
+            let big_m = (0..splits)
+                .map(|sp| part(sp)[0])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let mut total = 0.0f32;
+            dst.fill(0.0);
+            for sp in 0..splits {
+                let p = part(sp);
+                if p[1] == 0.0 {
+                    continue; // this split saw no visible position of the row
                 }
-                let big_m = (0..splits)
-                    .map(|sp| part(sp)[0])
-                    .fold(f32::NEG_INFINITY, f32::max);
-                let mut total = 0.0f32;
-                dst.fill(0.0);
-                for sp in 0..splits {
-                    let p = part(sp);
-                    if p[1] == 0.0 {
-                        continue; // this split saw no visible position of the row
-                    }
-                    let wgt = (p[0] - big_m).exp();
-                    total += wgt * p[1];
-                    for (x, &a) in dst.iter_mut().zip(&p[2..]) {
-                        *x += wgt * a;
-                    }
-                }
-                let inv = if total > 0.0 { 1.0 / total } else { 0.0 };
-                for x in dst.iter_mut() {
-                    *x *= inv;
+                let wgt = (p[0] - big_m).exp();
+                total += wgt * p[1];
+                for (x, &a) in dst.iter_mut().zip(&p[2..]) {
+                    *x += wgt * a;
                 }
             }
-        });
+            let inv = if total > 0.0 { 1.0 / total } else { 0.0 };
+            for x in dst.iter_mut() {
+                *x *= inv;
+            }
+        }
+    };
+    // Merging is a pass over the output; below ~64K elements a second parallel dispatch
+    // costs more than it saves.
+    if out.len() < 1 << 16 {
+        out.chunks_mut(num_heads * d)
+            .zip(owner.iter())
+            .enumerate()
+            .for_each(merge_token);
+    } else {
+        out.par_chunks_mut(num_heads * d)
+            .zip(owner.par_iter())
+            .enumerate()
+            .for_each(merge_token);
+    }
 }
 
 #[cfg(test)]

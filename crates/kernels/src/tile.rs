@@ -69,6 +69,8 @@ pub(crate) struct Scratch {
     pub m: Vec<f32>,
     pub l: Vec<f32>,
     pub lim: Vec<usize>,
+    /// Per-row softmax rescale factors of the current tile (dot shape).
+    pub corr: Vec<f32>,
 }
 
 pub(crate) fn reset(buf: &mut Vec<f32>, len: usize, value: f32) {

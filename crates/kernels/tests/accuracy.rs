@@ -168,3 +168,29 @@ fn padded_baseline_matches_the_reference() {
         assert!(err < F32_BOUND, "{isa}: padded rel error {err:e}");
     }
 }
+
+#[test]
+fn thread_count_does_not_change_results_for_a_fixed_split() {
+    // One thread runs the units on the calling thread, more threads on the pool; with the
+    // split fixed the arithmetic is the same, so the outputs are bitwise equal.
+    let sc = Scenario::new(
+        shape(8, 2, 64, 16, DType::Bf16),
+        &[(900, 1), (300, 50), (33, 1)],
+        61,
+    );
+    let cfg = sc.config().with_split(SplitPolicy::Fixed(3));
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let one = pool(1).install(|| sc.run_paged(&cfg));
+    let two = pool(2).install(|| sc.run_paged(&cfg));
+    assert!(one
+        .iter()
+        .zip(&two)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let err = max_rel_error(&one, &sc.reference(cfg.scale), 64);
+    assert!(err < F32_BOUND, "rel error {err:e}");
+}
