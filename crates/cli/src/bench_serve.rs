@@ -23,7 +23,7 @@ pub struct ServeArgs {
     /// Request lengths (and arrival times) from a CSV trace instead of a synthetic workload.
     #[arg(long)]
     trace: Option<PathBuf>,
-    /// Requests to run (default: 32 for real execution, 1000 simulated).
+    /// Requests to run (default: 8 for real execution, 1000 simulated).
     #[arg(long)]
     requests: Option<usize>,
     /// Requests per second, Poisson arrivals; a comma list runs a sweep; "inf" (default):
@@ -218,7 +218,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
 
 /// Requests in a real-execution run unless told otherwise: enough for the batching effect
 /// to show, few enough that the four default policies finish in a few minutes here.
-const DEFAULT_REAL_REQUESTS: usize = 32;
+const DEFAULT_REAL_REQUESTS: usize = 8;
 
 /// The real model's file, fetched by `scripts/fetch-model.sh`.
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
