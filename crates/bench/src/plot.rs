@@ -98,46 +98,35 @@ pub fn write_plots(dir: &Path, runs: &[(Option<f64>, Vec<PolicyReport>)]) -> Res
         &cdf,
     )?;
     if runs.len() > 1 {
-        let names: Vec<String> = first.iter().map(|r| r.policy.clone()).collect();
-        let tput: Vec<Series> = names
-            .iter()
-            .map(|n| {
-                let pts = runs
-                    .iter()
-                    .filter_map(|(rate, rs)| {
-                        let r = rs.iter().find(|r| &r.policy == n)?;
-                        Some((rate.filter(|x| x.is_finite())?, r.output_tokens_per_s))
-                    })
-                    .collect();
-                (n.clone(), pts)
-            })
-            .collect();
+        // One line per policy of `metric` against the request rate of each run.
+        let by_rate = |metric: fn(&PolicyReport) -> f64| -> Vec<Series> {
+            first
+                .iter()
+                .map(|p| {
+                    let pts = runs
+                        .iter()
+                        .filter_map(|(rate, rs)| {
+                            let r = rs.iter().find(|r| r.policy == p.policy)?;
+                            Some((rate.filter(|x| x.is_finite())?, metric(r)))
+                        })
+                        .collect();
+                    (p.policy.clone(), pts)
+                })
+                .collect()
+        };
         line_chart(
             &dir.join("throughput_vs_rate.svg"),
             "Output throughput vs request rate",
             "requests/s",
             "output tokens/s",
-            &tput,
+            &by_rate(|r| r.output_tokens_per_s),
         )?;
-        let norm: Vec<Series> = names
-            .iter()
-            .map(|n| {
-                let pts = runs
-                    .iter()
-                    .filter_map(|(rate, rs)| {
-                        let r = rs.iter().find(|r| &r.policy == n)?;
-                        Some((rate.filter(|x| x.is_finite())?, r.normalized_latency_s))
-                    })
-                    .collect();
-                (n.clone(), pts)
-            })
-            .collect();
         line_chart(
             &dir.join("normalized_latency_vs_rate.svg"),
             "Normalized latency vs request rate",
             "requests/s",
             "s / output token",
-            &norm,
+            &by_rate(|r| r.normalized_latency_s),
         )?;
     }
     Ok(())

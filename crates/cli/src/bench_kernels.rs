@@ -8,12 +8,12 @@
 //! allocation churn, so block ids are shuffled. Points whose working set is not far beyond
 //! the last-level cache rotate among several input sets so that decode reads DRAM.
 
+use crate::machine::{cpu_name, llc_bytes, read_bandwidth_gbps};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use pagedattn_kernels::{
-    contiguous_attention, fma_peak_gflops, padded_attention, paged_attention, sum_f32,
-    AttentionConfig, ContiguousKv, ContiguousKvConfig, ContiguousSeq, DType, Isa, KvCache,
-    KvCacheConfig, PagedSeq,
+    contiguous_attention, fma_peak_gflops, padded_attention, paged_attention, AttentionConfig,
+    ContiguousKv, ContiguousKvConfig, ContiguousSeq, DType, Isa, KvCache, KvCacheConfig, PagedSeq,
 };
 use pagedattn_kv::{BlockId, BlockManager, KvConfig, SeqId};
 use rand::rngs::StdRng;
@@ -456,59 +456,4 @@ fn measure(
         input_sets: inputs.sets,
         reps,
     })
-}
-
-/// STREAM-style read bandwidth with `rayon::current_num_threads()` threads: each sums its
-/// share of an array four times the last-level cache (at least 1 GiB); best of five.
-fn read_bandwidth_gbps(isa: Isa, llc: usize) -> Result<f64> {
-    use rayon::prelude::*;
-    let bytes = (4 * llc).max(1 << 30);
-    let data: Vec<f32> = (0..bytes / 4).map(|i| (i % 1024) as f32).collect();
-    let threads = rayon::current_num_threads();
-    let chunk = data.len().div_ceil(threads);
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let total: f32 = data
-            .par_chunks(chunk)
-            .map(|c| sum_f32(isa, c))
-            .collect::<std::result::Result<Vec<f32>, _>>()?
-            .into_iter()
-            .sum();
-        std::hint::black_box(total);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    Ok(bytes as f64 / best / 1e9)
-}
-
-fn llc_bytes() -> usize {
-    let parse = |s: &str| {
-        let s = s.trim();
-        let (num, mul) = match s.chars().last() {
-            Some('K') => (&s[..s.len() - 1], 1 << 10),
-            Some('M') => (&s[..s.len() - 1], 1 << 20),
-            _ => (s, 1),
-        };
-        num.parse::<usize>().ok().map(|n| n * mul)
-    };
-    (0..8)
-        .filter_map(|i| {
-            std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size"))
-                .ok()
-        })
-        .filter_map(|s| parse(&s))
-        .max()
-        .unwrap_or(256 << 20)
-}
-
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }

@@ -4,6 +4,7 @@ mod bench_kernels;
 mod bench_kv;
 mod bench_serve;
 mod generate;
+mod machine;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

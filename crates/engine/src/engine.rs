@@ -1,14 +1,14 @@
 //! The engine: requests in, tokens out, one scheduling step at a time.
 
+use crate::completion::{new_metrics, sampler};
 use crate::error::{EngineError, Result};
 use crate::executor::{Executor, ModelSpec, SeqChunk, StepBatch};
-use crate::kv_space::{KvPolicy, KvSpace, KvUsage};
+use crate::kv_space::{KvPolicy, KvSpace};
 use crate::metrics::{EngineTotals, SeqMetrics, StepMetrics};
 use crate::request::{Request, RequestId, SamplingParams};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::sequence::{FinishReason, SeqState, Sequence};
 use pagedattn_kv::{SeqId, TokenId};
-use pagedattn_model::Sampler;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -55,27 +55,27 @@ pub struct RequestOutput {
     pub finished: Option<FinishReason>,
 }
 
-struct RequestState {
-    params: SamplingParams,
-    seqs: Vec<SeqId>,
-    unfinished: usize,
+pub(crate) struct RequestState {
+    pub(crate) params: SamplingParams,
+    pub(crate) seqs: Vec<SeqId>,
+    pub(crate) unfinished: usize,
 }
 
 /// A continuous-batching engine over an [`Executor`].
 pub struct Engine<E: Executor> {
-    executor: E,
-    spec: ModelSpec,
-    config: EngineConfig,
-    max_len: usize,
-    sched: Scheduler,
-    requests: HashMap<RequestId, RequestState>,
-    metrics: HashMap<SeqId, SeqMetrics>,
-    finished: Vec<SeqMetrics>,
-    steps: Vec<StepMetrics>,
-    totals: EngineTotals,
-    next_seq: u64,
-    start: Instant,
-    virtual_now: Option<f64>,
+    pub(crate) executor: E,
+    pub(crate) spec: ModelSpec,
+    pub(crate) config: EngineConfig,
+    pub(crate) max_len: usize,
+    pub(crate) sched: Scheduler,
+    pub(crate) requests: HashMap<RequestId, RequestState>,
+    pub(crate) metrics: HashMap<SeqId, SeqMetrics>,
+    pub(crate) finished: Vec<SeqMetrics>,
+    pub(crate) steps: Vec<StepMetrics>,
+    pub(crate) totals: EngineTotals,
+    pub(crate) next_seq: u64,
+    pub(crate) start: Instant,
+    pub(crate) virtual_now: Option<f64>,
 }
 
 impl<E: Executor> std::fmt::Debug for Engine<E> {
@@ -226,7 +226,7 @@ impl<E: Executor> Engine<E> {
         Ok(())
     }
 
-    fn new_seq_id(&mut self) -> SeqId {
+    pub(crate) fn new_seq_id(&mut self) -> SeqId {
         self.next_seq += 1;
         SeqId(self.next_seq)
     }
@@ -345,135 +345,6 @@ impl<E: Executor> Engine<E> {
         Ok(outputs)
     }
 
-    /// Paged parallel sampling: when the first sequence of an `n > 1` request finishes its
-    /// prompt, its siblings fork its blocks and each samples its own first token.
-    fn fork_children(
-        &mut self,
-        parent: SeqId,
-        logits: Option<&[f32]>,
-        now: f64,
-        outputs: &mut Vec<RequestOutput>,
-    ) -> Result<()> {
-        let p = &self.sched.seqs[&parent];
-        let forks = p.pending_forks;
-        if forks == 0 {
-            return Ok(());
-        }
-        let (request, tokens, computed, prompt_len) =
-            (p.request, p.tokens.clone(), p.num_computed, p.prompt_len);
-        let seed = self.requests[&request].params.seed.unwrap_or(request.0);
-        let arrival = self.metrics[&parent].arrival;
-        self.sched
-            .seqs
-            .get_mut(&parent)
-            .expect("parent")
-            .pending_forks = 0;
-        let pos = self
-            .sched
-            .running
-            .iter()
-            .position(|&s| s == parent)
-            .expect("running");
-        for index in 1..=forks {
-            let sid = self.new_seq_id();
-            self.sched.kv.fork(parent, sid)?;
-            let mut seq = Sequence {
-                id: sid,
-                request,
-                index,
-                tokens: tokens.clone(),
-                prompt_len,
-                num_computed: computed,
-                num_emitted: 0,
-                state: SeqState::Waiting,
-                sampler: sampler(&self.requests[&request].params, seed, index, request)?,
-                pending_forks: 0,
-            };
-            seq.set_state(SeqState::Running);
-            let mut m = new_metrics(&seq, arrival);
-            m.first_scheduled = self.metrics[&parent].first_scheduled;
-            self.metrics.insert(sid, m);
-            self.sched
-                .final_len
-                .insert(sid, prompt_len + self.requests[&request].params.max_tokens);
-            self.sched.seqs.insert(sid, seq);
-            self.sched.running.insert(pos + index, sid);
-            self.requests
-                .get_mut(&request)
-                .expect("request")
-                .seqs
-                .push(sid);
-            self.emit_token(sid, logits, now, outputs)?;
-        }
-        Ok(())
-    }
-
-    /// Samples the next token of `sid`, records it, and finishes the sequence if it stops.
-    fn emit_token(
-        &mut self,
-        sid: SeqId,
-        logits: Option<&[f32]>,
-        now: f64,
-        outputs: &mut Vec<RequestOutput>,
-    ) -> Result<()> {
-        let seq = self.sched.seqs.get_mut(&sid).expect("live sequence");
-        let params = &self.requests[&seq.request].params;
-        let token = match logits {
-            Some(l) => seq.sampler.sample(l),
-            None => 0, // simulated execution: contents do not matter, lengths are forced
-        };
-        seq.tokens.push(token);
-        let out_len = seq.tokens.len() - seq.prompt_len;
-        let stop = (!params.ignore_eos && Some(token) == self.spec.eos_token_id)
-            || params.stop_token_ids.contains(&token);
-        let reason = if stop {
-            Some(FinishReason::Stop)
-        } else if out_len >= params.max_tokens || seq.tokens.len() >= self.max_len {
-            Some(FinishReason::Length)
-        } else {
-            None
-        };
-        let new_tokens = seq.tokens[seq.prompt_len + seq.num_emitted..].to_vec();
-        seq.num_emitted = out_len;
-        let (request, index) = (seq.request, seq.index);
-        self.metrics
-            .get_mut(&sid)
-            .expect("metrics")
-            .token_times
-            .push(now);
-        self.totals.output_tokens += 1;
-        outputs.push(RequestOutput {
-            request,
-            index,
-            new_tokens,
-            finished: reason,
-        });
-        if let Some(r) = reason {
-            self.finish_seq(sid, r)?;
-            let req = self.requests.get_mut(&request).expect("request");
-            req.unfinished -= 1;
-            if req.unfinished == 0 && req.params.n == req.seqs.len() {
-                self.requests.remove(&request);
-            }
-        }
-        Ok(())
-    }
-
-    fn finish_seq(&mut self, sid: SeqId, reason: FinishReason) -> Result<()> {
-        self.sched.retire(sid)?;
-        let mut seq = self.sched.seqs.remove(&sid).expect("live sequence");
-        let state = seq.state;
-        if state == SeqState::Preempted {
-            seq.state = SeqState::Waiting;
-        }
-        seq.set_state(SeqState::Finished(reason));
-        let mut m = self.metrics.remove(&sid).expect("metrics");
-        m.finished = Some(self.now());
-        m.finish_reason = Some(reason);
-        self.finished.push(m);
-        Ok(())
-    }
-
     /// Runs prompts to completion and returns, per prompt, the tokens of each of its
     /// sequences.
     pub fn generate(
@@ -514,92 +385,5 @@ impl<E: Executor> Engine<E> {
             .iter()
             .map(|id| out.remove(id).unwrap_or_default())
             .collect())
-    }
-
-    /// The unfinished sequences, running ones first (in admission order), then waiting.
-    pub fn sequences(&self) -> impl Iterator<Item = &Sequence> + '_ {
-        self.sched
-            .running
-            .iter()
-            .chain(self.sched.waiting.iter())
-            .map(|id| &self.sched.seqs[id])
-    }
-
-    /// Metrics of finished sequences, in finishing order.
-    pub fn finished_metrics(&self) -> &[SeqMetrics] {
-        &self.finished
-    }
-
-    /// Metrics of every step.
-    pub fn step_metrics(&self) -> &[StepMetrics] {
-        &self.steps
-    }
-
-    /// Totals.
-    pub fn totals(&self) -> &EngineTotals {
-        &self.totals
-    }
-
-    /// KV memory use now.
-    pub fn kv_usage(&self) -> KvUsage {
-        self.sched.kv.usage()
-    }
-
-    /// The paged block manager's stats (paged policies).
-    pub fn block_manager_stats(&self) -> Option<pagedattn_kv::BlockManagerStats> {
-        self.sched
-            .kv
-            .block_manager()
-            .map(pagedattn_kv::BlockManager::stats)
-    }
-
-    /// Checks the KV manager's invariants and that only live sequences hold memory.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        self.sched.kv.check_invariants()?;
-        for id in &self.sched.running {
-            let s = self
-                .sched
-                .seqs
-                .get(id)
-                .ok_or(format!("running {id} unknown"))?;
-            if s.state != SeqState::Running {
-                return Err(format!("{id} is in the running list as {:?}", s.state));
-            }
-        }
-        let live = self.sched.running.len() + self.sched.waiting.len();
-        if live != self.sched.seqs.len() {
-            return Err(format!(
-                "{live} queued but {} sequences",
-                self.sched.seqs.len()
-            ));
-        }
-        if self.requests.is_empty() && self.sched.kv.usage().held_slots != 0 {
-            return Err("KV slots held with no request left".into());
-        }
-        Ok(())
-    }
-}
-
-/// The sampler of sequence `index` of a request: its own stream, seeded `seed + index`.
-fn sampler(p: &SamplingParams, seed: u64, index: usize, id: RequestId) -> Result<Sampler> {
-    Sampler::new(pagedattn_model::SamplingParams {
-        temperature: p.temperature,
-        top_k: p.top_k,
-        top_p: p.top_p,
-        seed: seed.wrapping_add(index as u64),
-    })
-    .map_err(|e| EngineError::InvalidSampling {
-        id,
-        what: e.to_string(),
-    })
-}
-
-fn new_metrics(seq: &Sequence, arrival: f64) -> SeqMetrics {
-    SeqMetrics {
-        request: seq.request,
-        index: seq.index,
-        prompt_len: seq.prompt_len,
-        arrival,
-        ..SeqMetrics::default()
     }
 }

@@ -38,9 +38,11 @@
 //! # Ok::<(), pagedattn_engine::EngineError>(())
 //! ```
 
+mod completion;
 mod engine;
 mod error;
 mod executor;
+mod inspect;
 mod kv_space;
 mod metrics;
 mod model_executor;
