@@ -82,14 +82,7 @@ impl KvCache {
     /// Allocates a zeroed cache.
     pub fn new(config: KvCacheConfig) -> Result<Self> {
         let elems = config.validate()?;
-        let layers = (0..config.num_layers)
-            .map(|_| {
-                (
-                    KvBuffer::zeros(config.dtype, elems),
-                    KvBuffer::zeros(config.dtype, elems),
-                )
-            })
-            .collect();
+        let layers = KvBuffer::zeroed_layers(config.num_layers, config.dtype, elems);
         Ok(Self { config, layers })
     }
 

@@ -79,14 +79,7 @@ impl ContiguousKv {
             .and_then(|n| n.checked_mul(config.head_dim))
             .filter(|n| n.checked_mul(config.dtype.size()).is_some())
             .ok_or_else(|| KernelError::InvalidShape("arena size overflows usize".into()))?;
-        let layers = (0..config.num_layers)
-            .map(|_| {
-                (
-                    KvBuffer::zeros(config.dtype, elems),
-                    KvBuffer::zeros(config.dtype, elems),
-                )
-            })
-            .collect();
+        let layers = KvBuffer::zeroed_layers(config.num_layers, config.dtype, elems);
         Ok(Self { config, layers })
     }
 

@@ -62,6 +62,13 @@ pub(crate) enum KvView<'a> {
 }
 
 impl KvBuffer {
+    /// A zeroed K and V buffer of `len` elements for each of `num_layers` layers.
+    pub(crate) fn zeroed_layers(num_layers: usize, dtype: DType, len: usize) -> Vec<(Self, Self)> {
+        (0..num_layers)
+            .map(|_| (Self::zeros(dtype, len), Self::zeros(dtype, len)))
+            .collect()
+    }
+
     pub(crate) fn zeros(dtype: DType, len: usize) -> Self {
         match dtype {
             DType::F32 => Self::F32(Aligned::zeroed(len)),
