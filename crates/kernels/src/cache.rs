@@ -8,7 +8,7 @@
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
-use crate::storage::{check_rows, KvBuffer, KvView};
+use crate::storage::{check_write, KvBuffer, KvView};
 use pagedattn_kv::BlockId;
 
 /// Shape and element type of a [`KvCache`].
@@ -102,12 +102,13 @@ impl KvCache {
         v: &[f32],
     ) -> Result<()> {
         let c = self.config;
-        let row = c.num_kv_heads * c.head_dim;
-        check_rows(slot_mapping.len(), row, k, v)?;
-        let capacity = c.num_slots();
-        if let Some(&slot) = slot_mapping.iter().find(|&&s| s >= capacity) {
-            return Err(KernelError::SlotOutOfRange { slot, capacity });
-        }
+        check_write(
+            slot_mapping,
+            c.num_slots(),
+            c.num_kv_heads * c.head_dim,
+            k,
+            v,
+        )?;
         let (kb, vb) = self.layer_mut(layer)?;
         for (i, &slot) in slot_mapping.iter().enumerate() {
             let (block, offset) = (slot / c.block_size, slot % c.block_size);

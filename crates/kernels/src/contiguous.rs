@@ -9,7 +9,7 @@
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
-use crate::storage::{check_rows, KvBuffer, KvView};
+use crate::storage::{check_rows, check_write, KvBuffer, KvView};
 
 /// Where one sequence's K/V run lives inside a contiguous buffer, in elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,13 +133,13 @@ impl ContiguousKv {
         v: &[f32],
     ) -> Result<()> {
         let c = self.config;
-        check_rows(slot_mapping.len(), c.num_kv_heads * c.head_dim, k, v)?;
-        if let Some(&slot) = slot_mapping.iter().find(|&&s| s >= c.capacity_slots) {
-            return Err(KernelError::SlotOutOfRange {
-                slot,
-                capacity: c.capacity_slots,
-            });
-        }
+        check_write(
+            slot_mapping,
+            c.capacity_slots,
+            c.num_kv_heads * c.head_dim,
+            k,
+            v,
+        )?;
         let (kb, vb) = self
             .layers
             .get_mut(layer)

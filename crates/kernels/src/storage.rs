@@ -130,6 +130,23 @@ impl KvBuffer {
     }
 }
 
+/// Validates a scatter of `slot_mapping.len()` rows of `row` elements into a store of
+/// `capacity` slots: K and V lengths first, then every slot in range. Both stores' `write_kv`
+/// call this before writing anything, so a failed write changes nothing.
+pub(crate) fn check_write(
+    slot_mapping: &[usize],
+    capacity: usize,
+    row: usize,
+    k: &[f32],
+    v: &[f32],
+) -> crate::Result<()> {
+    check_rows(slot_mapping.len(), row, k, v)?;
+    match slot_mapping.iter().find(|&&s| s >= capacity) {
+        Some(&slot) => Err(crate::KernelError::SlotOutOfRange { slot, capacity }),
+        None => Ok(()),
+    }
+}
+
 /// Checks the common arguments of a `write_kv` call: equal K and V lengths and one
 /// `[num_kv_heads, head_dim]` row per slot.
 pub(crate) fn check_rows(slots: usize, row: usize, k: &[f32], v: &[f32]) -> crate::Result<()> {
