@@ -10,7 +10,7 @@ use crate::tile::{reset, tiles_needed, RunCtx, Scratch};
 
 /// `W` elements of a storage slice as f32 (widened in registers for f16/bf16).
 #[inline(always)]
-fn load_t<L: Lanes, T: KvElem>(isa: L, s: &[T]) -> L::V {
+pub(crate) fn load_t<L: Lanes, T: KvElem>(isa: L, s: &[T]) -> L::V {
     if let Some(f) = T::as_f32(s) {
         isa.load(f)
     } else if let Some(bits) = T::as_bits(s) {

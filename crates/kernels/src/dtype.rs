@@ -75,15 +75,19 @@ pub trait KvElem: Copy + Send + Sync + Default + 'static {
 
 impl KvElem for f32 {
     const DTYPE: DType = DType::F32;
+    #[inline(always)]
     fn from_f32(x: f32) -> Self {
         x
     }
+    #[inline(always)]
     fn to_f32(self) -> f32 {
         self
     }
+    #[inline(always)]
     fn as_f32(s: &[Self]) -> Option<&[f32]> {
         Some(s)
     }
+    #[inline(always)]
     fn as_bits(_: &[Self]) -> Option<&[u16]> {
         None
     }
@@ -91,15 +95,19 @@ impl KvElem for f32 {
 
 impl KvElem for f16 {
     const DTYPE: DType = DType::F16;
+    #[inline(always)]
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)
     }
+    #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
+    #[inline(always)]
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
         None
     }
+    #[inline(always)]
     fn as_bits(s: &[Self]) -> Option<&[u16]> {
         use half::slice::HalfFloatSliceExt;
         Some(s.reinterpret_cast())
@@ -108,15 +116,19 @@ impl KvElem for f16 {
 
 impl KvElem for bf16 {
     const DTYPE: DType = DType::Bf16;
+    #[inline(always)]
     fn from_f32(x: f32) -> Self {
         bf16::from_f32(x)
     }
+    #[inline(always)]
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
     }
+    #[inline(always)]
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
         None
     }
+    #[inline(always)]
     fn as_bits(s: &[Self]) -> Option<&[u16]> {
         use half::slice::HalfFloatSliceExt;
         Some(s.reinterpret_cast())

@@ -12,6 +12,8 @@
 //!   outputs for the same inputs are bitwise identical.
 //! - [`Isa`]: runtime-dispatched SIMD (AVX-512, AVX2+FMA, NEON, scalar), chosen once, or
 //!   forced with `PAGEDATTN_ISA` or per call.
+//! - [`linear`]: `y (+)= x W^T` for the few rows of a decode batch, reading `W` (f32,
+//!   f16 or bf16) once, on the same dispatch.
 //! - [`reference_attention`]: the f64 specification the kernels are tested against.
 //!
 //! ```
@@ -51,6 +53,7 @@ mod dtype;
 mod error;
 mod isa;
 mod kernel;
+mod linear;
 mod probe;
 mod reference;
 mod rows;
@@ -72,6 +75,7 @@ pub use isa::Isa;
 pub use kernel::{
     AttentionKernel, AttentionPhase, ContiguousAttention, PaddedAttention, PagedAttention,
 };
+pub use linear::linear;
 pub use probe::{fma_peak_gflops, sum_f32};
 pub use reference::{reference_attention, RefSeq, RefShape};
 pub use schedule::SplitPolicy;

@@ -80,28 +80,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(t.elapsed().as_secs_f64())
     };
 
-    let mut prefill: Vec<f64> = (0..3).map(|_| run(0, 512)).collect::<Result<_, _>>()?;
-    prefill.sort_by(f64::total_cmp);
-    println!(
-        "prefill 512 tokens: {:.0} tokens/s (median of 3, {:.3} s)",
-        512.0 / prefill[1],
-        prefill[1]
-    );
-
-    for ctx in [128, 1024] {
-        run(0, ctx - 1)?;
-        let steps = 32;
-        let mut times: Vec<f64> = (0..steps)
-            .map(|i| run(ctx - 1 + i % 16, 1))
-            .collect::<Result<_, _>>()?;
-        times.sort_by(f64::total_cmp);
+    // `--batched-only` skips prefill and single-sequence decode (for profiling).
+    if !args.iter().any(|a| a == "--batched-only") {
+        let mut prefill: Vec<f64> = (0..3).map(|_| run(0, 512)).collect::<Result<_, _>>()?;
+        prefill.sort_by(f64::total_cmp);
         println!(
-            "decode at context {ctx}: {:.1} tokens/s (median step {:.2} ms over {steps} steps)",
-            1.0 / times[steps / 2],
-            times[steps / 2] * 1e3
+            "prefill 512 tokens: {:.0} tokens/s (median of 3, {:.3} s)",
+            512.0 / prefill[1],
+            prefill[1]
         );
+
+        for ctx in [128, 1024] {
+            run(0, ctx - 1)?;
+            let steps = 32;
+            let mut times: Vec<f64> = (0..steps)
+                .map(|i| run(ctx - 1 + i % 16, 1))
+                .collect::<Result<_, _>>()?;
+            times.sort_by(f64::total_cmp);
+            println!(
+                "decode at context {ctx}: {:.1} tokens/s (median step {:.2} ms over {steps} steps)",
+                1.0 / times[steps / 2],
+                times[steps / 2] * 1e3
+            );
+        }
     }
-    for seqs in [8, 32] {
+    for seqs in [1, 2, 4, 6, 8, 12, 16, 24, 32] {
         let t = batched_decode(&model, seqs, 128)?;
         println!(
             "batched decode, {seqs} sequences at context 128: {:.1} tokens/s ({:.2} ms per step)",

@@ -36,7 +36,6 @@
 
 mod batch;
 mod config;
-mod dot;
 mod error;
 mod forward;
 pub mod gguf;

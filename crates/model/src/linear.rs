@@ -1,22 +1,18 @@
-//! Matrix products `y (+)= x W^T` for `[out, in]` weights, through the `gemm` crate.
+//! Matrix products `y (+)= x W^T` for `[out, in]` weights.
 //!
-//! Parallelism uses the one global rayon pool. Large batches (prefill) let `gemm`
-//! parallelize itself; small ones (decode: one row per sequence) would run its single-
-//! threaded matrix-vector path, so the output columns are split into chunks across the pool
-//! instead, each chunk a serial `gemm` call (bf16 weights widen each chunk to f32 first).
-//! Up to four rows (decode) skip `gemm` for dot products four weight rows at a time.
+//! Up to [`SKINNY_MAX_ROWS`] rows (decode batches) go to the kernels crate's
+//! [`pagedattn_kernels::linear`], which reads `W` once per call whatever the number of rows
+//! (bf16 widened in registers) and splits the output features across the rayon pool. More
+//! rows (prefill) go to the `gemm` crate, which packs and blocks for large products and
+//! parallelizes itself; bf16 weights are widened into f32 first on that path.
 
-use crate::dot::dot4;
 use crate::weights::{Matrix, Store};
 use gemm::Parallelism;
-use rayon::prelude::*;
+use pagedattn_kernels::{linear, Isa};
 
-/// Rows of `x` from which `gemm`'s own parallel blocking beats splitting the columns.
-const GEMM_PARALLEL_MIN_ROWS: usize = 32;
-/// Rows of `x` up to which plain dot products beat `gemm`: with so few rows the product is
-/// bound by reading `W` once, which the dot path does in four streams (bf16 widened in
-/// registers), while `gemm` packs or runs a single-threaded matrix-vector loop.
-const DOT_MAX_ROWS: usize = 4;
+/// Rows of `x` up to which the weight-streaming kernel beats `gemm` on this kind of CPU:
+/// below it the product is bound by reading `W`, which `gemm` does more than once (packing).
+pub(crate) const SKINNY_MAX_ROWS: usize = 32;
 
 /// `y = x W^T` (or `y += x W^T` when `accumulate`), `x: [m, w.cols]`, `y: [m, w.rows]`.
 pub(crate) fn matmul(x: &[f32], w: &Matrix, y: &mut [f32], accumulate: bool) {
@@ -30,109 +26,43 @@ pub(crate) fn matmul(x: &[f32], w: &Matrix, y: &mut [f32], accumulate: bool) {
     if m == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
-    if m <= DOT_MAX_ROWS {
-        dot_rows(x, w, y, m, accumulate, threads);
+    if m <= SKINNY_MAX_ROWS {
+        let isa = Isa::selected();
+        let done = match w.store() {
+            Store::F32(d) => linear(isa, x, d, k, y, accumulate),
+            Store::Bf16(d) => linear(isa, x, d, k, y, accumulate),
+        };
+        // The shapes come from the model's own matrices and buffers, checked above.
+        debug_assert!(done.is_ok(), "{done:?}");
         return;
     }
-    match w.store() {
-        Store::F32(data) if m >= GEMM_PARALLEL_MIN_ROWS || threads == 1 => {
-            let par = if threads > 1 {
-                Parallelism::Rayon(threads)
-            } else {
-                Parallelism::None
-            };
-            // SAFETY: `y` is [m, n], `x` is [m, k] and `data` is [n, k] (asserted above and by
-            // construction of `Matrix`); all strides describe those row-major layouts.
-            unsafe {
-                gemm_rows(
-                    m,
-                    n,
-                    k,
-                    y.as_mut_ptr(),
-                    x.as_ptr(),
-                    data.as_ptr(),
-                    accumulate,
-                    par,
-                );
-            }
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    let widened;
+    let data: &[f32] = match w.store() {
+        Store::F32(d) => d,
+        Store::Bf16(_) => {
+            widened = w.rows_f32(0, n);
+            &widened
         }
-        store => {
-            // Chunks of output columns; a multiple of 16 keeps the microkernel's tiles full.
-            let chunk = n.div_ceil(threads * 2).next_multiple_of(16).max(32);
-            let out = SendPtr(y.as_mut_ptr());
-            (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-                let (start, end) = (c * chunk, ((c + 1) * chunk).min(n));
-                let widened;
-                let rows: &[f32] = match store {
-                    Store::F32(data) => &data[start * k..end * k],
-                    Store::Bf16(_) => {
-                        widened = w.rows_f32(start, end);
-                        &widened
-                    }
-                };
-                let dst = out.get();
-                // SAFETY: each task writes only columns `start..end` of `y` (row stride n), so
-                // tasks never overlap; `rows` is the matching [end - start, k] slice of W.
-                unsafe {
-                    gemm_chunk(
-                        m,
-                        n,
-                        end - start,
-                        k,
-                        dst.add(start),
-                        x.as_ptr(),
-                        rows.as_ptr(),
-                        accumulate,
-                    );
-                }
-            });
-        }
-    }
-}
-
-/// Small `m`: each task takes a range of output features and, per feature, reads its weight
-/// row once (bf16 widened in registers) and dots it with every row of `x`.
-fn dot_rows(x: &[f32], w: &Matrix, y: &mut [f32], m: usize, accumulate: bool, threads: usize) {
-    let (n, k) = (w.rows(), w.cols());
-    let chunk = n.div_ceil(threads * 4).max(16);
-    let out = SendPtr(y.as_mut_ptr());
-    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-        let (start, end) = (c * chunk, ((c + 1) * chunk).min(n));
-        let mut j = start;
-        while j < end {
-            let group = (end - j).min(4);
-            for i in 0..m {
-                let xi = &x[i * k..(i + 1) * k];
-                let row = |r: usize| (j + r.min(group - 1)) * k;
-                let v = match w.store() {
-                    Store::F32(d) => dot4(xi, [0, 1, 2, 3].map(|r| &d[row(r)..row(r) + k])),
-                    Store::Bf16(d) => dot4(xi, [0, 1, 2, 3].map(|r| &d[row(r)..row(r) + k])),
-                };
-                for (r, &v) in v.iter().enumerate().take(group) {
-                    // SAFETY: `i * n + j + r < m * n == y.len()`, and columns `start..end`
-                    // belong to this task alone, so no other task touches this element.
-                    unsafe {
-                        let p = out.get().add(i * n + j + r);
-                        *p = if accumulate { *p + v } else { v };
-                    }
-                }
-            }
-            j += group;
-        }
-    });
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the pointer is only used to write disjoint column ranges (see `matmul`).
-unsafe impl Send for SendPtr {}
-// SAFETY: as above; shared only to hand each task its own range.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
+    };
+    // SAFETY: `y` is [m, n], `x` is [m, k] and `data` is [n, k] (asserted above and by
+    // construction of `Matrix`); all strides describe those row-major layouts.
+    unsafe {
+        gemm_rows(
+            m,
+            n,
+            k,
+            y.as_mut_ptr(),
+            x.as_ptr(),
+            data.as_ptr(),
+            accumulate,
+            par,
+        );
     }
 }
 
@@ -150,23 +80,6 @@ unsafe fn gemm_rows(
 ) {
     // SAFETY: forwarded from the caller.
     unsafe { gemm_chunk_par(m, n, n, k, y, x, w, acc, par) }
-}
-
-/// Columns `0..nc` of a row-major `y` whose row stride is `ld`: `y[:, ..nc] (+)= x * W^T`
-/// with `W` `[nc, k]`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_chunk(
-    m: usize,
-    ld: usize,
-    nc: usize,
-    k: usize,
-    y: *mut f32,
-    x: *const f32,
-    w: *const f32,
-    acc: bool,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { gemm_chunk_par(m, ld, nc, k, y, x, w, acc, Parallelism::None) }
 }
 
 #[allow(clippy::too_many_arguments)]

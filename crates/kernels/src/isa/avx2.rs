@@ -196,3 +196,18 @@ pub(crate) unsafe fn fma_loop(iters: usize) -> f32 {
 pub(crate) unsafe fn sum(data: &[f32]) -> f32 {
     crate::probe::sum_loop(Avx2(()), data)
 }
+
+/// Linear-layer column task with Avx2 (see `crate::linear`).
+///
+/// # Safety
+/// Same CPU requirements as [`run_unit`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn linear_cols<T: KvElem>(
+    x: &[f32],
+    k: usize,
+    w: &[T],
+    out: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    crate::linear::cols::<_, T, 2, 4>(Avx2(()), x, k, w, out, accumulate);
+}

@@ -153,3 +153,18 @@ pub(crate) unsafe fn fma_loop(iters: usize) -> f32 {
 pub(crate) unsafe fn sum(data: &[f32]) -> f32 {
     crate::probe::sum_loop(Neon(()), data)
 }
+
+/// Linear-layer column task with Neon (see `crate::linear`).
+///
+/// # Safety
+/// Same CPU requirements as [`run_unit`].
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn linear_cols<T: KvElem>(
+    x: &[f32],
+    k: usize,
+    w: &[T],
+    out: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    crate::linear::cols::<_, T, 4, 4>(Neon(()), x, k, w, out, accumulate);
+}

@@ -125,3 +125,14 @@ pub(crate) fn fma_loop(iters: usize) -> f32 {
 pub(crate) fn sum(data: &[f32]) -> f32 {
     crate::probe::sum_loop(Scalar(()), data)
 }
+
+/// Linear-layer column task on the scalar path (see `crate::linear`).
+pub(crate) fn linear_cols<T: KvElem>(
+    x: &[f32],
+    k: usize,
+    w: &[T],
+    out: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    crate::linear::cols::<_, T, 2, 4>(Scalar(()), x, k, w, out, accumulate);
+}
