@@ -60,9 +60,13 @@ pub struct ServeArgs {
     /// seeded random weights).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// K/V storage type for real execution: f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
+    /// K/V storage type for real execution: f32, f16 or bf16 (16-bit by default, as
+    /// serving engines store K/V in the model's 16-bit type).
+    #[arg(long, default_value = "bf16")]
     kv_dtype: String,
+    /// Weight type for real execution: f32 or bf16 (products always accumulate in f32).
+    #[arg(long, default_value = "bf16")]
+    weights: String,
     /// Free blocks kept per running sequence when admitting (paged).
     #[arg(long)]
     headroom_blocks: Option<usize>,
@@ -181,7 +185,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             "bf16" => DType::Bf16,
             d => bail!("--kv-dtype must be f32, f16 or bf16, not {d:?}"),
         };
-        let (model, name) = load_model(args.model.as_deref())?;
+        let weights = match args.weights.as_str() {
+            "f32" => WeightDType::F32,
+            "bf16" => WeightDType::Bf16,
+            d => bail!("--weights must be f32 or bf16, not {d:?}"),
+        };
+        let (model, name) = load_model(args.model.as_deref(), weights)?;
         let model = Arc::new(model);
         if args.max_model_len > model.config().max_context {
             bail!(
@@ -190,7 +199,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 model.config().max_context
             );
         }
-        model_name = name;
+        model_name = format!("{name} ({} weights, {} KV)", args.weights, args.kv_dtype);
         let per_token = model.config().kv_bytes_per_token(dtype) as u64;
         kv_budget = args
             .kv_budget
@@ -216,17 +225,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Requests in a real-execution run unless told otherwise: enough for the batching effect
-/// to show, few enough that the four default policies finish in a few minutes here.
-const DEFAULT_REAL_REQUESTS: usize = 8;
+/// Requests in a real-execution run unless told otherwise: more than the contiguous
+/// reservations hold at the default budget, so the batching effect shows, few enough that
+/// the four default policies finish in under 5 minutes on a 2-core machine.
+const DEFAULT_REAL_REQUESTS: usize = 16;
 
 /// The real model's file, fetched by `scripts/fetch-model.sh`.
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-fn load_model(path: Option<&std::path::Path>) -> Result<(Model, String)> {
-    let opts = LoadOptions {
-        dtype: WeightDType::F32,
-    };
+fn load_model(path: Option<&std::path::Path>, dtype: WeightDType) -> Result<(Model, String)> {
+    let opts = LoadOptions { dtype };
     let path = match path {
         Some(p) => Some(p.to_path_buf()),
         None => Some(PathBuf::from(DEFAULT_MODEL)).filter(|p| p.exists()),
@@ -237,7 +245,7 @@ fn load_model(path: Option<&std::path::Path>) -> Result<(Model, String)> {
             p.display().to_string(),
         ),
         None => (
-            Model::random_named("smollm2-135m", 0, WeightDType::F32)?,
+            Model::random_named("smollm2-135m", 0, dtype)?,
             "smollm2-135m shape, random weights (no models/ file; see scripts/fetch-model.sh)"
                 .to_string(),
         ),

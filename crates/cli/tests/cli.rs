@@ -39,6 +39,9 @@ fn bad_input_is_one_line_and_exit_2_for_benchmarks() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(one_line_error(&out).contains("unknown KV policy"));
+    let out = pagedattn(&["bench", "serve", "--weights", "f8"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains("--weights"));
     let out = pagedattn(&["bench", "serve", "--kv-budget", "12 parsecs"]);
     assert_eq!(out.status.code(), Some(2));
     one_line_error(&out);
