@@ -322,6 +322,26 @@ mod tests {
     }
 
     #[test]
+    fn a_row_does_not_depend_on_its_batch() {
+        let (n, k) = (37, 300);
+        let w: Vec<bf16> = (0..n * k)
+            .map(|i| bf16::from_f32(((i * 5 % 11) as f32 - 5.0) / 4.0))
+            .collect();
+        let x: Vec<f32> = (0..13 * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+            .collect();
+        for isa in Isa::available() {
+            let mut all = vec![0.0; 13 * n];
+            linear(isa, &x, &w, k, &mut all, false).unwrap();
+            for i in 0..13 {
+                let mut one = vec![0.0; n];
+                linear(isa, &x[i * k..(i + 1) * k], &w, k, &mut one, false).unwrap();
+                assert_eq!(one, all[i * n..(i + 1) * n], "{isa} row {i}");
+            }
+        }
+    }
+
+    #[test]
     fn bad_lengths_are_errors() {
         let isa = Isa::Scalar;
         let mut y = [0.0f32; 4];
