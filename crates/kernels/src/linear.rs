@@ -214,13 +214,13 @@ fn tile<L: Lanes, T: KvElem, const R: usize, const N: usize>(
     for (a, r) in xr.iter_mut().enumerate() {
         *r = &xs[a * k..a * k + kv];
     }
+    let pre = ahead.len() >= N * k;
     let mut pr: [&[T]; N] = [&[]; N];
-    if ahead.len() >= N * k {
+    if pre {
         for (b, r) in pr.iter_mut().enumerate() {
             *r = &ahead[b * k..b * k + kv];
         }
     }
-    let pre = ahead.len() >= N * k;
     let mut acc = [[l.zero(); N]; R];
     let mut p = 0;
     while p + L::W <= kv {

@@ -12,7 +12,7 @@ use pagedattn_kernels::{linear, Isa};
 
 /// Rows of `x` up to which the weight-streaming kernel beats `gemm` on this kind of CPU:
 /// below it the product is bound by reading `W`, which `gemm` does more than once (packing).
-pub(crate) const SKINNY_MAX_ROWS: usize = 32;
+const SKINNY_MAX_ROWS: usize = 32;
 
 /// `y = x W^T` (or `y += x W^T` when `accumulate`), `x: [m, w.cols]`, `y: [m, w.rows]`.
 pub(crate) fn matmul(x: &[f32], w: &Matrix, y: &mut [f32], accumulate: bool) {
@@ -78,33 +78,17 @@ unsafe fn gemm_rows(
     acc: bool,
     par: Parallelism,
 ) {
-    // SAFETY: forwarded from the caller.
-    unsafe { gemm_chunk_par(m, n, n, k, y, x, w, acc, par) }
-}
-
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_chunk_par(
-    m: usize,
-    ld: usize,
-    nc: usize,
-    k: usize,
-    y: *mut f32,
-    x: *const f32,
-    w: *const f32,
-    acc: bool,
-    par: Parallelism,
-) {
     // gemm computes dst = alpha * dst + beta * lhs * rhs, with column/row strides (cs, rs).
-    // rhs = W^T is [k, nc]: element (i, j) is W[j, i], so rs = 1 and cs = k.
+    // rhs = W^T is [k, n]: element (i, j) is W[j, i], so rs = 1 and cs = k.
     // SAFETY: the caller guarantees the buffers hold these shapes.
     unsafe {
         gemm::gemm(
             m,
-            nc,
+            n,
             k,
             y,
             1,
-            ld as isize,
+            n as isize,
             acc,
             x,
             1,
