@@ -6,33 +6,31 @@
 //! ```
 
 use half::bf16;
-use pagedattn_kernels::{linear, Isa, KvElem};
+use pagedattn_kernels::{linear, Isa, KvElem, PackedMatrix};
 use std::time::Instant;
 
-fn bench<T: KvElem>(name: &str, copies: usize) {
-    let shapes = [(960, 576), (576, 576), (3072, 576), (576, 1536)];
-    let layers: Vec<Vec<Vec<T>>> = (0..copies)
+fn bench<T: KvElem>(name: &str, copies: usize, shapes: &[(usize, usize)]) {
+    let layers: Vec<Vec<PackedMatrix<T>>> = (0..copies)
         .map(|c| {
             shapes
                 .iter()
                 .map(|&(n, k)| {
-                    (0..n * k)
-                        .map(|i| T::from_f32(((i + c) % 17) as f32 * 0.01))
-                        .collect()
+                    let w: Vec<f32> = (0..n * k).map(|i| ((i + c) % 17) as f32 * 0.01).collect();
+                    PackedMatrix::from_f32(&w, k).unwrap()
                 })
                 .collect()
         })
         .collect();
     let bytes: usize = shapes.iter().map(|&(n, k)| n * k * size_of::<T>()).sum();
-    for m in [1, 4, 8, 16, 32] {
+    for m in [1, 2, 4, 8, 16, 32, 128] {
         let x = vec![0.5f32; m * 1536];
-        let mut y = vec![0.0f32; m * 3072];
+        let mut y = vec![0.0f32; m * 49152];
         let mut best = f64::INFINITY;
         for _ in 0..3 {
             let t = Instant::now();
             for layer in &layers {
-                for (w, &(n, k)) in layer.iter().zip(&shapes) {
-                    linear(Isa::selected(), &x[..m * k], w, k, &mut y[..m * n], false).unwrap();
+                for (w, &(n, k)) in layer.iter().zip(shapes) {
+                    linear(Isa::selected(), &x[..m * k], w, &mut y[..m * n], false).unwrap();
                 }
             }
             best = best.min(t.elapsed().as_secs_f64());
@@ -53,6 +51,8 @@ fn main() {
         Isa::selected(),
         rayon::current_num_threads()
     );
-    bench::<f32>("f32 ", 60);
-    bench::<bf16>("bf16", 120);
+    let layer = [(960, 576), (576, 576), (3072, 576), (576, 1536)];
+    bench::<f32>("f32 layer", 60, &layer);
+    bench::<bf16>("bf16 layer", 120, &layer);
+    bench::<bf16>("bf16 lm_head", 8, &[(49152, 576)]);
 }

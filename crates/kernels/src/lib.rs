@@ -75,7 +75,7 @@ pub use isa::Isa;
 pub use kernel::{
     AttentionKernel, AttentionPhase, ContiguousAttention, PaddedAttention, PagedAttention,
 };
-pub use linear::linear;
+pub use linear::{linear, PackedMatrix, PANEL};
 pub use probe::{fma_peak_gflops, sum_f32};
 pub use reference::{reference_attention, RefSeq, RefShape};
 pub use schedule::SplitPolicy;

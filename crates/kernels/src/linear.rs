@@ -1,13 +1,15 @@
-//! Dense products `y (+)= x W^T` for the few rows of a decode batch, with `W` stored
-//! `[n, k]` row-major in f32, f16 or bf16.
+//! Dense products `y (+)= x W^T` with `W` (`[n, k]`, f32, f16 or bf16) packed once into
+//! panels of [`PANEL`] output features, each panel `[k, PANEL]`: a [`PackedMatrix`].
 //!
-//! With a handful of rows the product is bound by reading `W` once from memory, and a
-//! general GEMM wastes that: it packs `W` (one more pass over it) or falls back to a
-//! one-row matrix-vector loop that rereads `W` per row. Here each task owns a range of
-//! output features; for every `NR` weight rows it computes an `MR x NR` tile of dot
-//! products (vectors along `k`, weights widened in registers), so the weight rows come from
-//! DRAM once and from L1 for the other row groups of `x`, and every weight load feeds `MR`
-//! FMAs. Bigger batches (prefill) belong to a GEMM with packing.
+//! The kernel is the outer-product form of a GEMM micro-kernel: for every `k` step it loads
+//! one panel row (a few vectors of weights, widened in registers when 16-bit), broadcasts
+//! one element of each of up to `MR` rows of `x`, and updates `MR x NV` vector accumulators
+//! that hold finished outputs — no horizontal sums, and every weight vector feeds `MR`
+//! FMAs. Panels are contiguous, so the weights stream from memory sequentially and are read
+//! from DRAM once per call whatever the number of rows (row groups after the first find the
+//! panel in cache). Each task owns a range of panels; `x` is repacked per call so each
+//! group of rows is read `[k, MR]`, in order. An output is one FMA chain over `k` in order,
+//! so a row's result does not depend on which or how many rows share its call.
 
 use crate::dot::load_t;
 use crate::dtype::KvElem;
@@ -15,49 +17,149 @@ use crate::error::{KernelError, Result};
 use crate::isa::{Isa, Lanes};
 use rayon::prelude::*;
 
+/// Output features per panel of a [`PackedMatrix`].
+pub const PANEL: usize = 32;
+
 /// Below this many multiply-adds a call runs on the calling thread.
 const PARALLEL_MIN_FMAS: usize = 1 << 16;
 
-/// `y = x W^T`, or `y += x W^T` when `accumulate`: `x` is `[m, k]`, `w` is `[n, k]` and `y`
-/// `[m, n]`, all row-major; `m` and `n` follow from the lengths. Output features are split
-/// across the rayon pool. Meant for small `m` (it reads `W` once whatever `m` is, but its
-/// tiles are sized for decode batches; a packed GEMM wins for prefill-sized `m`).
+/// Rows of `x` per register block, per instruction set (`Lanes` vectors per block row are
+/// fixed by the entry functions in `isa/*`; the two together fill the register file).
+pub(crate) const MR_AVX512: usize = 8;
+pub(crate) const MR_AVX2: usize = 6;
+pub(crate) const MR_NEON: usize = 6;
+pub(crate) const MR_SCALAR: usize = 4;
+
+const fn block_rows(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => MR_AVX512,
+        Isa::Avx2 => MR_AVX2,
+        Isa::Neon => MR_NEON,
+        Isa::Scalar => MR_SCALAR,
+    }
+}
+
+/// A `[rows, cols]` matrix (rows = output features) stored as panels of [`PANEL`] rows,
+/// each panel column-major (`[cols, PANEL]`), the last one padded with zeros.
+#[derive(Clone)]
+pub struct PackedMatrix<T> {
+    rows: usize,
+    cols: usize,
+    data: Vec<T>,
+}
+
+impl<T> std::fmt::Debug for PackedMatrix<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedMatrix[{}x{}]", self.rows, self.cols)
+    }
+}
+
+impl<T: KvElem> PackedMatrix<T> {
+    /// Packs a row-major `[w.len() / cols, cols]` matrix.
+    pub fn pack(w: &[T], cols: usize) -> Result<Self> {
+        Self::build(w.len(), cols, |i| w[i])
+    }
+
+    /// Packs a row-major f32 matrix, rounding each element to `T`.
+    pub fn from_f32(w: &[f32], cols: usize) -> Result<Self> {
+        Self::build(w.len(), cols, |i| T::from_f32(w[i]))
+    }
+
+    fn build(len: usize, cols: usize, get: impl Fn(usize) -> T) -> Result<Self> {
+        if cols == 0 {
+            return Err(KernelError::InvalidShape(
+                "packed matrix: cols must be positive".into(),
+            ));
+        }
+        if !len.is_multiple_of(cols) {
+            return Err(KernelError::LengthMismatch {
+                what: "packed matrix data",
+                expected: len / cols * cols,
+                actual: len,
+            });
+        }
+        let rows = len / cols;
+        let mut data = vec![T::from_f32(0.0); rows.div_ceil(PANEL) * PANEL * cols];
+        // Panel by panel, so the writes of one panel stay in cache.
+        for j in 0..rows {
+            let base = j / PANEL * cols * PANEL + j % PANEL;
+            for p in 0..cols {
+                data[base + p * PANEL] = get(j * cols + p);
+            }
+        }
+        Ok(Self { rows, cols, data })
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features, `k`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held, padding included.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * size_of::<T>()
+    }
+
+    /// Copies row `r` into `out` (`cols` long) as f32.
+    pub fn row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        if r >= self.rows {
+            return Err(KernelError::InvalidShape(format!(
+                "packed matrix: row {r} of {}",
+                self.rows
+            )));
+        }
+        if out.len() != self.cols {
+            return Err(KernelError::LengthMismatch {
+                what: "packed matrix row",
+                expected: self.cols,
+                actual: out.len(),
+            });
+        }
+        let panel = &self.data[r / PANEL * self.cols * PANEL..][..self.cols * PANEL];
+        for (o, col) in out.iter_mut().zip(panel.chunks_exact(PANEL)) {
+            *o = col[r % PANEL].to_f32();
+        }
+        Ok(())
+    }
+}
+
+/// `y = x W^T`, or `y += x W^T` when `accumulate`: `x` is `[m, k]` and `y` `[m, n]`,
+/// row-major, for `W` `[n, k]`; `m` follows from the lengths. Output panels are split
+/// across the rayon pool.
 ///
 /// ```
-/// use pagedattn_kernels::{linear, Isa};
+/// use pagedattn_kernels::{linear, Isa, PackedMatrix};
 /// let x = [1.0f32, 2.0, 3.0, 4.0]; // two rows, k = 2
-/// let w = [1.0f32, 0.0, 1.0, 1.0, 0.0, 2.0]; // three features
+/// let w = PackedMatrix::pack(&[1.0f32, 0.0, 1.0, 1.0, 0.0, 2.0], 2)?; // three features
 /// let mut y = [0.0f32; 6];
-/// linear(Isa::selected(), &x, &w, 2, &mut y, false)?;
+/// linear(Isa::selected(), &x, &w, &mut y, false)?;
 /// assert_eq!(y, [1.0, 3.0, 4.0, 3.0, 7.0, 8.0]);
 /// # Ok::<(), pagedattn_kernels::KernelError>(())
 /// ```
 pub fn linear<T: KvElem>(
     isa: Isa,
     x: &[f32],
-    w: &[T],
-    k: usize,
+    w: &PackedMatrix<T>,
     y: &mut [f32],
     accumulate: bool,
 ) -> Result<()> {
     if !isa.is_available() {
         return Err(KernelError::IsaUnavailable(isa.name()));
     }
-    if k == 0 {
-        return Err(KernelError::InvalidShape(
-            "linear: k must be positive".into(),
-        ));
+    let (n, k) = (w.rows, w.cols);
+    if !x.len().is_multiple_of(k) {
+        return Err(KernelError::LengthMismatch {
+            what: "linear x",
+            expected: x.len() / k * k,
+            actual: x.len(),
+        });
     }
-    for (what, len) in [("linear x", x.len()), ("linear w", w.len())] {
-        if len % k != 0 {
-            return Err(KernelError::LengthMismatch {
-                what,
-                expected: len / k * k,
-                actual: len,
-            });
-        }
-    }
-    let (m, n) = (x.len() / k, w.len() / k);
+    let m = x.len() / k;
     if y.len() != m * n {
         return Err(KernelError::LengthMismatch {
             what: "linear y",
@@ -68,14 +170,15 @@ pub fn linear<T: KvElem>(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    let xp = pack_rows(x, k, block_rows(isa));
     let threads = rayon::current_num_threads();
     if threads == 1 || m * n * k < PARALLEL_MIN_FMAS {
         let mut out: Vec<&mut [f32]> = y.chunks_exact_mut(n).collect();
-        run_cols(isa, x, k, w, &mut out, accumulate);
+        run_panels(isa, &xp, k, &w.data, &mut out, accumulate);
         return Ok(());
     }
-    // About four column ranges per thread, each a multiple of 16 features.
-    let chunk = n.div_ceil(threads * 4).next_multiple_of(16);
+    // About four panel ranges per thread.
+    let chunk = n.div_ceil(threads * 2).next_multiple_of(PANEL);
     let tasks = n.div_ceil(chunk);
     // Task c gets the c-th column range of every row of y: disjoint slices, no aliasing.
     let mut cols: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
@@ -85,16 +188,43 @@ pub fn linear<T: KvElem>(
         }
     }
     cols.par_iter_mut().enumerate().for_each(|(c, out)| {
-        let end = ((c + 1) * chunk).min(n);
-        run_cols(isa, x, k, &w[c * chunk * k..end * k], out, accumulate);
+        let end = ((c + 1) * chunk).min(n).next_multiple_of(PANEL);
+        run_panels(
+            isa,
+            &xp,
+            k,
+            &w.data[c * chunk * k..end * k],
+            out,
+            accumulate,
+        );
     });
     Ok(())
 }
 
-/// One task: `out[i][j] (+)= dot(x_i, w_j)` for the task's weight rows `w` (`[nc, k]`).
-fn run_cols<T: KvElem>(
+/// `x` (`[m, k]`) regrouped into blocks of `mr` rows (fewer in the last), each block
+/// `[k, rows]`: block `b` starts at `b * mr * k`, and its `k` step `p` holds element `p` of
+/// each of its rows side by side.
+fn pack_rows(x: &[f32], k: usize, mr: usize) -> Vec<f32> {
+    let m = x.len() / k;
+    let mut xp = vec![0.0; x.len()];
+    let mut i = 0;
+    while i < m {
+        let r = (m - i).min(mr);
+        let block = &mut xp[i * k..(i + r) * k];
+        for a in 0..r {
+            for (p, &v) in x[(i + a) * k..(i + a + 1) * k].iter().enumerate() {
+                block[p * r + a] = v;
+            }
+        }
+        i += r;
+    }
+    xp
+}
+
+/// One task: `out[i][j] (+)= dot(x_i, w_j)` for the task's panels `w`.
+fn run_panels<T: KvElem>(
     isa: Isa,
-    x: &[f32],
+    xp: &[f32],
     k: usize,
     w: &[T],
     out: &mut [&mut [f32]],
@@ -104,156 +234,155 @@ fn run_cols<T: KvElem>(
         // SAFETY: `linear` checked `is_available()`, so the CPU has every feature the entry
         // function is compiled with.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { crate::isa::avx512::linear_cols(x, k, w, out, accumulate) },
+        Isa::Avx512 => unsafe { crate::isa::avx512::linear_panels(xp, k, w, out, accumulate) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { crate::isa::avx2::linear_cols(x, k, w, out, accumulate) },
+        Isa::Avx2 => unsafe { crate::isa::avx2::linear_panels(xp, k, w, out, accumulate) },
         // SAFETY: as above.
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { crate::isa::neon::linear_cols(x, k, w, out, accumulate) },
-        _ => crate::isa::scalar::linear_cols(x, k, w, out, accumulate),
+        Isa::Neon => unsafe { crate::isa::neon::linear_panels(xp, k, w, out, accumulate) },
+        _ => crate::isa::scalar::linear_panels(xp, k, w, out, accumulate),
     }
 }
 
-/// The task body, generic over the instruction set: `NR` weight rows at a time (single
-/// rows for the last few), and for them every group of `MR` rows of `x`.
+/// The task body, generic over the instruction set: for each panel, each `NV`-vector slice
+/// of it, and each block of up to `MR` rows, one register block.
 #[inline(always)]
-pub(crate) fn cols<L: Lanes, T: KvElem, const MR: usize, const NR: usize>(
+pub(crate) fn panels<L: Lanes, T: KvElem, const MR: usize, const NV: usize>(
     l: L,
-    x: &[f32],
+    xp: &[f32],
     k: usize,
     w: &[T],
     out: &mut [&mut [f32]],
     accumulate: bool,
 ) {
-    let nc = w.len() / k;
-    let full = nc / NR * NR;
-    let mut j = 0;
-    while j < full {
-        // The next group's rows are prefetched while this group computes, so the reads
-        // from DRAM overlap the arithmetic of the later row groups instead of stalling.
-        let ahead: &[T] = if j + 2 * NR <= nc {
-            &w[(j + NR) * k..(j + 2 * NR) * k]
+    const { assert!(MR >= 1 && MR <= 8 && NV >= 1) };
+    let sub = NV * L::W;
+    debug_assert_eq!(PANEL % sub, 0);
+    let m = out.len();
+    let width = out.first().map_or(0, |r| r.len());
+    let panels = w.len() / (k * PANEL);
+    for (pi, panel) in w.chunks_exact(k * PANEL).enumerate() {
+        let next = if pi + 1 < panels {
+            &w[(pi + 1) * k * PANEL..(pi + 2) * k * PANEL]
         } else {
             &[]
         };
-        col_group::<L, T, MR, NR>(l, x, k, &w[j * k..(j + NR) * k], ahead, j, out, accumulate);
-        j += NR;
-    }
-    while j < nc {
-        col_group::<L, T, MR, 1>(l, x, k, &w[j * k..(j + 1) * k], &[], j, out, accumulate);
-        j += 1;
+        let mut off = 0;
+        while off < PANEL && pi * PANEL + off < width {
+            let c = pi * PANEL + off;
+            let mut i = 0;
+            while i < m {
+                let r = (m - i).min(MR);
+                let xb = &xp[i * k..(i + r) * k];
+                let rows = &mut out[i..i + r];
+                let pre = if i == 0 && off == 0 { next } else { &[] };
+                // Remainders get their own block size so no FMA is spent on padding rows.
+                match r {
+                    1 if MR > 1 => {
+                        block::<L, T, 1, NV>(l, xb, panel, pre, off, rows, c, accumulate);
+                    }
+                    2 if MR > 2 => {
+                        block::<L, T, 2, NV>(l, xb, panel, pre, off, rows, c, accumulate);
+                    }
+                    3 if MR > 3 => {
+                        block::<L, T, 3, NV>(l, xb, panel, pre, off, rows, c, accumulate);
+                    }
+                    4 if MR > 4 => {
+                        block::<L, T, 4, NV>(l, xb, panel, pre, off, rows, c, accumulate);
+                    }
+                    5 if MR > 5 => {
+                        block::<L, T, 5, NV>(l, xb, panel, pre, off, rows, c, accumulate);
+                    }
+                    6 if MR > 6 => {
+                        block::<L, T, 6, NV>(l, xb, panel, pre, off, rows, c, accumulate);
+                    }
+                    7 if MR > 7 => {
+                        block::<L, T, 7, NV>(l, xb, panel, pre, off, rows, c, accumulate);
+                    }
+                    // `r == MR` here (every smaller case was taken above).
+                    _ => {
+                        block::<L, T, MR, NV>(l, xb, panel, pre, off, rows, c, accumulate);
+                    }
+                }
+                i += r;
+            }
+            off += sub;
+        }
     }
 }
 
-/// Output features `j .. j + N` (weights `wg`, `[N, k]`) for every row of `x`.
+/// Outputs `c .. c + NV * W` of the `R` rows of `xb` (`[k, R]`) from panel columns
+/// `off .. off + NV * W`: `R x NV` accumulators, one broadcast of `x` per row and `k` step,
+/// each weight vector loaded (and widened) once for all `R` rows.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn col_group<L: Lanes, T: KvElem, const MR: usize, const N: usize>(
+fn block<L: Lanes, T: KvElem, const R: usize, const NV: usize>(
     l: L,
-    x: &[f32],
-    k: usize,
-    wg: &[T],
+    xb: &[f32],
+    panel: &[T],
     ahead: &[T],
-    j: usize,
-    out: &mut [&mut [f32]],
+    off: usize,
+    rows: &mut [&mut [f32]],
+    c: usize,
     accumulate: bool,
 ) {
-    const { assert!(MR >= 1 && MR <= 8 && N >= 1) };
-    let m = out.len();
-    let mut i = 0;
-    while i < m {
-        let mr = (m - i).min(MR);
-        let xs = &x[i * k..(i + mr) * k];
-        let pre = if i == 0 { ahead } else { &[] };
-        // Remainders get their own tile size so no FMA is wasted on padding rows.
-        let mut sums = [[0.0f32; N]; MR];
-        match mr {
-            1 if MR > 1 => sums[..1].copy_from_slice(&tile::<L, T, 1, N>(l, xs, k, wg, pre)),
-            2 if MR > 2 => sums[..2].copy_from_slice(&tile::<L, T, 2, N>(l, xs, k, wg, pre)),
-            3 if MR > 3 => sums[..3].copy_from_slice(&tile::<L, T, 3, N>(l, xs, k, wg, pre)),
-            4 if MR > 4 => sums[..4].copy_from_slice(&tile::<L, T, 4, N>(l, xs, k, wg, pre)),
-            5 if MR > 5 => sums[..5].copy_from_slice(&tile::<L, T, 5, N>(l, xs, k, wg, pre)),
-            6 if MR > 6 => sums[..6].copy_from_slice(&tile::<L, T, 6, N>(l, xs, k, wg, pre)),
-            7 if MR > 7 => sums[..7].copy_from_slice(&tile::<L, T, 7, N>(l, xs, k, wg, pre)),
-            // `mr == MR` here (every smaller case was taken above).
-            _ => sums = tile::<L, T, MR, N>(l, xs, k, wg, pre),
+    let w = L::W;
+    let mut acc = [[l.zero(); NV]; R];
+    if ahead.len() == panel.len() {
+        // The next panel is fetched while this one computes, so the DRAM stream does not
+        // pause while later row blocks reread this panel from cache.
+        let steps = panel.chunks_exact(PANEL).zip(xb.chunks_exact(R));
+        for ((wrow, xr), next) in steps.zip(ahead.chunks_exact(PANEL)) {
+            l.prefetch_l2(next);
+            step::<L, T, R, NV>(l, &wrow[off..off + NV * L::W], xr, &mut acc);
         }
-        for (a, s) in sums.iter().enumerate().take(mr) {
-            let row = &mut out[i + a][j..j + N];
-            for (o, &s) in row.iter_mut().zip(s) {
-                *o = if accumulate { *o + s } else { s };
+    } else {
+        for (wrow, xr) in panel.chunks_exact(PANEL).zip(xb.chunks_exact(R)) {
+            step::<L, T, R, NV>(l, &wrow[off..off + NV * L::W], xr, &mut acc);
+        }
+    }
+    for (row, acc) in rows.iter_mut().zip(&acc) {
+        for (v, &s) in acc.iter().enumerate() {
+            let c0 = c + v * w;
+            if c0 + w <= row.len() {
+                let dst = &mut row[c0..c0 + w];
+                let s = if accumulate { l.add(l.load(dst), s) } else { s };
+                l.store(dst, s);
+            } else if c0 < row.len() {
+                // The padded end of the last panel: only the real features are written.
+                let mut tmp = [0.0f32; 16];
+                l.store(&mut tmp[..w], s);
+                for (o, &t) in row[c0..].iter_mut().zip(&tmp) {
+                    *o = if accumulate { *o + t } else { t };
+                }
             }
         }
-        i += mr;
     }
 }
 
-/// `R x N` dot products of the rows of `xs` (`[R, k]`) with the rows of `wg` (`[N, k]`):
-/// `R * N` vector accumulators, each weight vector loaded (and widened) once for all `R`
-/// rows. `ahead` (any length) is prefetched at the matching offsets.
+/// One `k` step of a register block: `acc[a][v] += x[a] * w[v]` (`wrow`: `NV` vectors).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn tile<L: Lanes, T: KvElem, const R: usize, const N: usize>(
+fn step<L: Lanes, T: KvElem, const R: usize, const NV: usize>(
     l: L,
-    xs: &[f32],
-    k: usize,
-    wg: &[T],
-    ahead: &[T],
-) -> [[f32; N]; R] {
-    let xs = &xs[..R * k];
-    let wg = &wg[..N * k];
-    let kv = k / L::W * L::W;
-    // Every row cut to exactly `kv` elements, so the loop condition `p + W <= kv` is the
-    // bounds check of each load and the compiler drops the per-load checks.
-    let mut wr: [&[T]; N] = [&[]; N];
-    for (b, r) in wr.iter_mut().enumerate() {
-        *r = &wg[b * k..b * k + kv];
+    wrow: &[T],
+    xr: &[f32],
+    acc: &mut [[L::V; NV]; R],
+) {
+    // Plain loops, no closures: a closure is compiled without the caller's target
+    // features, and the intrinsics inside it would not inline.
+    let w = L::W;
+    let mut wv = [l.zero(); NV];
+    for v in 0..NV {
+        wv[v] = load_t(l, &wrow[v * w..(v + 1) * w]);
     }
-    let mut xr: [&[f32]; R] = [&[]; R];
-    for (a, r) in xr.iter_mut().enumerate() {
-        *r = &xs[a * k..a * k + kv];
-    }
-    let pre = ahead.len() >= N * k;
-    let mut pr: [&[T]; N] = [&[]; N];
-    if pre {
-        for (b, r) in pr.iter_mut().enumerate() {
-            *r = &ahead[b * k..b * k + kv];
+    for a in 0..R {
+        let xv = l.splat(xr[a]);
+        for v in 0..NV {
+            acc[a][v] = l.fma(xv, wv[v], acc[a][v]);
         }
     }
-    let mut acc = [[l.zero(); N]; R];
-    let mut p = 0;
-    while p + L::W <= kv {
-        if pre {
-            for r in &pr {
-                l.prefetch(&r[p..=p]);
-            }
-        }
-        // Plain loops, no closures: a closure is compiled without the caller's target
-        // features, and the intrinsics inside it would not inline.
-        let mut wv = [l.zero(); N];
-        for (v, r) in wv.iter_mut().zip(&wr) {
-            *v = load_t(l, &r[p..p + L::W]);
-        }
-        for a in 0..R {
-            let xv = l.load(&xr[a][p..p + L::W]);
-            for b in 0..N {
-                acc[a][b] = l.fma(xv, wv[b], acc[a][b]);
-            }
-        }
-        p += L::W;
-    }
-    let mut sums = [[0.0f32; N]; R];
-    for (a, (s, acc)) in sums.iter_mut().zip(&acc).enumerate() {
-        for (b, (s, &v)) in s.iter_mut().zip(acc).enumerate() {
-            let mut tail = 0.0;
-            for t in kv..k {
-                tail += xs[a * k + t] * wg[b * k + t].to_f32();
-            }
-            *s = l.reduce_add(v) + tail;
-        }
-    }
-    sums
 }
 
 #[cfg(test)]
@@ -283,8 +412,9 @@ mod tests {
             .collect();
         let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
         let want = naive(&x, &wf, k);
+        let wp = PackedMatrix::pack(&w, k).unwrap();
         let mut y = vec![7.0; m * n];
-        linear(isa, &x, &w, k, &mut y, false).unwrap();
+        linear(isa, &x, &wp, &mut y, false).unwrap();
         let scale = (k as f64).sqrt();
         for (a, b) in y.iter().zip(&want) {
             assert!(
@@ -292,7 +422,7 @@ mod tests {
                 "{isa} {m}x{n}x{k}: {a} vs {b}"
             );
         }
-        linear(isa, &x, &w, k, &mut y, true).unwrap();
+        linear(isa, &x, &wp, &mut y, true).unwrap();
         for (a, b) in y.iter().zip(&want) {
             assert!(
                 (f64::from(*a) - 2.0 * b).abs() <= 2e-5 * scale * b.abs().max(1.0),
@@ -313,6 +443,8 @@ mod tests {
                 (9, 50, 20),
                 (16, 300, 128),
                 (23, 65, 47),
+                (40, 96, 31),
+                (8, 3072, 3),
             ] {
                 check::<f32>(isa, m, n, k);
                 check::<bf16>(isa, m, n, k);
@@ -330,14 +462,37 @@ mod tests {
         let x: Vec<f32> = (0..13 * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
             .collect();
+        let w = PackedMatrix::pack(&w, k).unwrap();
         for isa in Isa::available() {
             let mut all = vec![0.0; 13 * n];
-            linear(isa, &x, &w, k, &mut all, false).unwrap();
+            linear(isa, &x, &w, &mut all, false).unwrap();
             for i in 0..13 {
                 let mut one = vec![0.0; n];
-                linear(isa, &x[i * k..(i + 1) * k], &w, k, &mut one, false).unwrap();
+                linear(isa, &x[i * k..(i + 1) * k], &w, &mut one, false).unwrap();
                 assert_eq!(one, all[i * n..(i + 1) * n], "{isa} row {i}");
             }
+        }
+    }
+
+    #[test]
+    fn packing_keeps_every_row() {
+        for (n, k) in [(1, 1), (31, 5), (33, 7), (64, 3)] {
+            let w: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
+            let p = PackedMatrix::<f32>::pack(&w, k).unwrap();
+            let b = PackedMatrix::<bf16>::from_f32(&w, k).unwrap();
+            assert_eq!((p.rows(), p.cols()), (n, k));
+            assert_eq!(p.bytes(), n.div_ceil(PANEL) * PANEL * k * 4);
+            let mut row = vec![0.0; k];
+            for j in 0..n {
+                p.row_into(j, &mut row).unwrap();
+                assert_eq!(row, w[j * k..(j + 1) * k]);
+                b.row_into(j, &mut row).unwrap();
+                for (a, &e) in row.iter().zip(&w[j * k..(j + 1) * k]) {
+                    assert_eq!(a.to_bits(), bf16::from_f32(e).to_f32().to_bits());
+                }
+            }
+            assert!(p.row_into(n, &mut row).is_err());
+            assert!(p.row_into(0, &mut row[..k - 1]).is_err());
         }
     }
 
@@ -345,10 +500,13 @@ mod tests {
     fn bad_lengths_are_errors() {
         let isa = Isa::Scalar;
         let mut y = [0.0f32; 4];
-        assert!(linear(isa, &[1.0; 4], &[1.0f32; 4], 0, &mut y, false).is_err());
-        assert!(linear(isa, &[1.0; 5], &[1.0f32; 4], 2, &mut y, false).is_err());
-        assert!(linear(isa, &[1.0; 4], &[1.0f32; 5], 2, &mut y, false).is_err());
-        assert!(linear(isa, &[1.0; 4], &[1.0f32; 4], 2, &mut y[..3], false).is_err());
-        assert!(linear(isa, &[], &[1.0f32; 4], 2, &mut [], false).is_ok());
+        assert!(PackedMatrix::pack(&[1.0f32; 4], 0).is_err());
+        assert!(PackedMatrix::pack(&[1.0f32; 5], 2).is_err());
+        let w = PackedMatrix::pack(&[1.0f32; 4], 2).unwrap();
+        assert!(linear(isa, &[1.0; 5], &w, &mut y, false).is_err());
+        assert!(linear(isa, &[1.0; 4], &w, &mut y[..3], false).is_err());
+        assert!(linear(isa, &[], &w, &mut [], false).is_ok());
+        let empty = PackedMatrix::pack(&[] as &[f32], 2).unwrap();
+        assert!(linear(isa, &[1.0; 4], &empty, &mut [], false).is_ok());
     }
 }

@@ -9,6 +9,7 @@ use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::dequantize;
 use half::bf16;
+use pagedattn_kernels::PackedMatrix;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use LayerTensor as T;
@@ -23,7 +24,8 @@ pub enum WeightDType {
     Bf16,
 }
 
-/// A `[rows, cols]` row-major matrix; linear layers are `[out, in]`, as in PyTorch.
+/// A `[rows, cols]` matrix; linear layers are `[out, in]`, as in PyTorch. Held packed in
+/// panels of output features (see [`PackedMatrix`]), the layout the matrix products read.
 #[derive(Clone)]
 pub struct Matrix {
     rows: usize,
@@ -33,8 +35,8 @@ pub struct Matrix {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Store {
-    F32(Vec<f32>),
-    Bf16(Vec<bf16>),
+    F32(PackedMatrix<f32>),
+    Bf16(PackedMatrix<bf16>),
 }
 
 impl std::fmt::Debug for Matrix {
@@ -49,11 +51,14 @@ impl std::fmt::Debug for Matrix {
 }
 
 impl Matrix {
-    pub(crate) fn new(rows: usize, cols: usize, data: Vec<f32>, dtype: WeightDType) -> Self {
-        debug_assert_eq!(data.len(), rows * cols);
+    /// Packs row-major `data` (`rows * cols` long, `cols > 0`; both come from the model's
+    /// configuration, checked before any buffer is allocated).
+    pub(crate) fn new(rows: usize, cols: usize, data: &[f32], dtype: WeightDType) -> Self {
+        const CHECKED: &str = "the shape was checked above";
+        assert!(cols > 0 && data.len() == rows * cols, "matrix shape");
         let store = match dtype {
-            WeightDType::F32 => Store::F32(data),
-            WeightDType::Bf16 => Store::Bf16(data.iter().map(|&x| bf16::from_f32(x)).collect()),
+            WeightDType::F32 => Store::F32(PackedMatrix::pack(data, cols).expect(CHECKED)),
+            WeightDType::Bf16 => Store::Bf16(PackedMatrix::from_f32(data, cols).expect(CHECKED)),
         };
         Self { rows, cols, store }
     }
@@ -75,22 +80,19 @@ impl Matrix {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         match &self.store {
-            Store::F32(v) => v.len() * 4,
-            Store::Bf16(v) => v.len() * 2,
+            Store::F32(p) => p.bytes(),
+            Store::Bf16(p) => p.bytes(),
         }
     }
 
-    /// Copies row `r` into `out` as f32.
+    /// Copies row `r` into `out` as f32; `r < rows` and `out.len() == cols` (callers check
+    /// token ids against the vocabulary first).
     pub(crate) fn row_into(&self, r: usize, out: &mut [f32]) {
-        let range = r * self.cols..(r + 1) * self.cols;
-        match &self.store {
-            Store::F32(v) => out.copy_from_slice(&v[range]),
-            Store::Bf16(v) => {
-                for (o, x) in out.iter_mut().zip(&v[range]) {
-                    *o = x.to_f32();
-                }
-            }
-        }
+        let done = match &self.store {
+            Store::F32(p) => p.row_into(r, out),
+            Store::Bf16(p) => p.row_into(r, out),
+        };
+        assert!(done.is_ok(), "{done:?}");
     }
 
     /// Rows `start..end` as f32.
@@ -193,7 +195,7 @@ impl Weights {
                 src.fill(name, &[r, cols], &mut data[at..at + r * cols])?;
                 at += r * cols;
             }
-            Ok(Matrix::new(rows, cols, data, dtype))
+            Ok(Matrix::new(rows, cols, &data, dtype))
         };
         let vector = |src: &mut dyn TensorSource, name: TensorName| -> Result<Vec<f32>> {
             src.check(name, &[h])?;

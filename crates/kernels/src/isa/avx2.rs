@@ -11,7 +11,7 @@ use std::arch::x86_64::{
     _mm256_extractf128_ps, _mm256_floor_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps,
     _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_slli_epi32, _mm256_storeu_ps,
     _mm256_sub_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_max_ps, _mm_max_ss,
-    _mm_movehl_ps, _mm_prefetch, _mm_shuffle_ps, _CMP_LT_OQ, _MM_HINT_T0,
+    _mm_movehl_ps, _mm_prefetch, _mm_shuffle_ps, _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
 };
 
 /// Token for AVX2 + FMA + F16C. Created only in [`run_unit`], compiled with those features
@@ -162,6 +162,17 @@ impl Lanes for Avx2 {
             off += 64;
         }
     }
+    #[inline(always)]
+    fn prefetch_l2<T>(self, s: &[T]) {
+        let bytes = std::mem::size_of_val(s);
+        let p = s.as_ptr().cast::<i8>();
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: a prefetch never faults; the address is inside `s` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.add(off)) };
+            off += 64;
+        }
+    }
 }
 
 /// Runs one work unit with AVX2.
@@ -197,17 +208,25 @@ pub(crate) unsafe fn sum(data: &[f32]) -> f32 {
     crate::probe::sum_loop(Avx2(()), data)
 }
 
-/// Linear-layer column task with Avx2 (see `crate::linear`).
+/// Linear-layer panel task with Avx2 (see `crate::linear`): `crate::linear::MR_AVX2` rows
+/// by 2 vectors per register block.
 ///
 /// # Safety
 /// Same CPU requirements as [`run_unit`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn linear_cols<T: KvElem>(
-    x: &[f32],
+pub(crate) unsafe fn linear_panels<T: KvElem>(
+    xp: &[f32],
     k: usize,
     w: &[T],
     out: &mut [&mut [f32]],
     accumulate: bool,
 ) {
-    crate::linear::cols::<_, T, 2, 4>(Avx2(()), x, k, w, out, accumulate);
+    crate::linear::panels::<_, T, { crate::linear::MR_AVX2 }, 2>(
+        Avx2(()),
+        xp,
+        k,
+        w,
+        out,
+        accumulate,
+    );
 }

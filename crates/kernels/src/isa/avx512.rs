@@ -11,7 +11,7 @@ use std::arch::x86_64::{
     _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_blend_ps, _mm512_max_ps, _mm512_mul_ps,
     _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps, _mm512_set1_epi32,
     _mm512_set1_ps, _mm512_slli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm_prefetch, _CMP_LT_OQ,
-    _MM_HINT_T0,
+    _MM_HINT_T0, _MM_HINT_T1,
 };
 
 /// Token for AVX-512F/BW/VL + FMA + F16C. Created only in [`run_unit`], which is compiled
@@ -156,6 +156,17 @@ impl Lanes for Avx512 {
             off += 64;
         }
     }
+    #[inline(always)]
+    fn prefetch_l2<T>(self, s: &[T]) {
+        let bytes = std::mem::size_of_val(s);
+        let p = s.as_ptr().cast::<i8>();
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: a prefetch never faults; the address is inside `s` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.add(off)) };
+            off += 64;
+        }
+    }
 }
 
 /// Runs one work unit with AVX-512.
@@ -191,17 +202,25 @@ pub(crate) unsafe fn sum(data: &[f32]) -> f32 {
     crate::probe::sum_loop(Avx512(()), data)
 }
 
-/// Linear-layer column task with Avx512 (see `crate::linear`).
+/// Linear-layer panel task with Avx512 (see `crate::linear`): `crate::linear::MR_AVX512` rows
+/// by 2 vectors per register block.
 ///
 /// # Safety
 /// Same CPU requirements as [`run_unit`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(crate) unsafe fn linear_cols<T: KvElem>(
-    x: &[f32],
+pub(crate) unsafe fn linear_panels<T: KvElem>(
+    xp: &[f32],
     k: usize,
     w: &[T],
     out: &mut [&mut [f32]],
     accumulate: bool,
 ) {
-    crate::linear::cols::<_, T, 8, 3>(Avx512(()), x, k, w, out, accumulate);
+    crate::linear::panels::<_, T, { crate::linear::MR_AVX512 }, 2>(
+        Avx512(()),
+        xp,
+        k,
+        w,
+        out,
+        accumulate,
+    );
 }

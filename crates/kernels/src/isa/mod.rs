@@ -172,6 +172,9 @@ pub(crate) trait Lanes: Copy {
     fn widen_bf16(self, src: &[u16], dst: &mut [f32]);
     /// Hints that `s` will be read soon (no-op where unsupported).
     fn prefetch<T>(self, s: &[T]);
+    /// Hints that `s` will be read later: fetched into the second-level cache only, so it
+    /// does not evict what the first level holds now (no-op where unsupported).
+    fn prefetch_l2<T>(self, _: &[T]) {}
 
     fn zero(self) -> Self::V {
         self.splat(0.0)

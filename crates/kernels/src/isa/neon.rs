@@ -154,17 +154,25 @@ pub(crate) unsafe fn sum(data: &[f32]) -> f32 {
     crate::probe::sum_loop(Neon(()), data)
 }
 
-/// Linear-layer column task with Neon (see `crate::linear`).
+/// Linear-layer panel task with Neon (see `crate::linear`): `crate::linear::MR_NEON` rows
+/// by 4 vectors per register block.
 ///
 /// # Safety
 /// Same CPU requirements as [`run_unit`].
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn linear_cols<T: KvElem>(
-    x: &[f32],
+pub(crate) unsafe fn linear_panels<T: KvElem>(
+    xp: &[f32],
     k: usize,
     w: &[T],
     out: &mut [&mut [f32]],
     accumulate: bool,
 ) {
-    crate::linear::cols::<_, T, 4, 4>(Neon(()), x, k, w, out, accumulate);
+    crate::linear::panels::<_, T, { crate::linear::MR_NEON }, 4>(
+        Neon(()),
+        xp,
+        k,
+        w,
+        out,
+        accumulate,
+    );
 }

@@ -126,13 +126,21 @@ pub(crate) fn sum(data: &[f32]) -> f32 {
     crate::probe::sum_loop(Scalar(()), data)
 }
 
-/// Linear-layer column task on the scalar path (see `crate::linear`).
-pub(crate) fn linear_cols<T: KvElem>(
-    x: &[f32],
+/// Linear-layer panel task with Scalar (see `crate::linear`): `crate::linear::MR_SCALAR` rows
+/// by 4 vectors per register block.
+pub(crate) fn linear_panels<T: KvElem>(
+    xp: &[f32],
     k: usize,
     w: &[T],
     out: &mut [&mut [f32]],
     accumulate: bool,
 ) {
-    crate::linear::cols::<_, T, 2, 4>(Scalar(()), x, k, w, out, accumulate);
+    crate::linear::panels::<_, T, { crate::linear::MR_SCALAR }, 4>(
+        Scalar(()),
+        xp,
+        k,
+        w,
+        out,
+        accumulate,
+    );
 }
