@@ -177,8 +177,9 @@ pub fn linear<T: KvElem>(
         run_panels(isa, &xp, k, &w.data, &mut out, accumulate);
         return Ok(());
     }
-    // About four panel ranges per thread.
-    let chunk = n.div_ceil(threads * 2).next_multiple_of(PANEL);
+    // One range of whole panels per thread, as equal as panels allow: with a few dozen
+    // panels per call, finer tasks left one thread a panel or more behind the other.
+    let chunk = n.div_ceil(PANEL).div_ceil(threads) * PANEL;
     let tasks = n.div_ceil(chunk);
     // Task c gets the c-th column range of every row of y: disjoint slices, no aliasing.
     let mut cols: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
