@@ -167,8 +167,11 @@ fn prefetch_part<L: Lanes, T>(isa: L, s: &[T], part: usize, parts: usize) {
     isa.prefetch(&s[begin..(begin + per).min(s.len())]);
 }
 
-/// How many tiles ahead the dot shape prefetches.
-const PREFETCH_TILES: usize = 2;
+/// How far ahead the dot shape prefetches, in bytes of K (and as much V): two f32 tiles of
+/// 16 tokens x 128. A tile's compute is shorter than a DRAM round trip plus the time the
+/// prefetches wait for fill buffers, and with 16-bit storage or smaller heads a tile is
+/// smaller and computes sooner, so the distance is counted in bytes, not tiles.
+const PREFETCH_BYTES: usize = 16 << 10;
 
 /// The dot shape: few rows, vectors along `head_dim`, K/V read (and widened) straight
 /// from the tile.
@@ -215,18 +218,17 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
         lim.push(ctx.limit(seq, r));
     }
     let end = tiles_needed(seq, unit, bs, lim.iter().copied().max().unwrap_or(0));
+    let ahead = (PREFETCH_BYTES / (bs * d * size_of::<T>()).max(1)).clamp(1, 8);
     for tile in unit.tile_begin..end {
         let pos0 = tile * bs;
         let n = bs.min(seq.read_len - pos0);
         let (kt, vt) = src.tile(unit.seq, unit.kv_head, tile, n);
-        // Two tiles ahead: one tile of compute is shorter than a DRAM round trip plus the
-        // time the prefetches wait for fill buffers.
-        let next = (tile + PREFETCH_TILES < end).then(|| {
-            let at = (tile + PREFETCH_TILES) * bs;
+        let next = (tile + ahead < end).then(|| {
+            let at = (tile + ahead) * bs;
             src.tile(
                 unit.seq,
                 unit.kv_head,
-                tile + PREFETCH_TILES,
+                tile + ahead,
                 bs.min(seq.read_len - at),
             )
         });

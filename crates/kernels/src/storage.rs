@@ -19,10 +19,44 @@ pub(crate) struct Aligned<T> {
     len: usize,
 }
 
+/// A vector of `len` copies of `value` whose memory was offered huge pages before the first
+/// write (see [`advise_huge_pages`]).
+pub(crate) fn filled_on_huge_pages<T: Copy>(len: usize, value: T) -> Vec<T> {
+    let mut buf = Vec::with_capacity(len);
+    advise_huge_pages(buf.spare_capacity_mut());
+    buf.resize(len, value);
+    buf
+}
+
+/// Asks Linux to back `mem` with transparent huge pages (2 MiB) where it covers whole ones.
+/// K/V blocks and weight panels are read in 2-8 KiB pieces scattered over hundreds of MiB:
+/// with 4 KiB pages nearly every piece costs a TLB miss and a page walk that the
+/// contiguous baseline's sequential reads mostly avoid. Advisory: where the system has huge
+/// pages disabled, or on other systems, nothing changes.
+fn advise_huge_pages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let begin = (mem.as_ptr() as usize).next_multiple_of(HUGE);
+        let end = (mem.as_ptr() as usize + std::mem::size_of_val(mem)) / HUGE * HUGE;
+        if end > begin {
+            // SAFETY: the range lies inside `mem`, memory this process owns and nothing reads
+            // yet; MADV_HUGEPAGE only changes how later page faults are served, never the
+            // contents or the mapping's validity. A failure (e.g. THP compiled out) is ignored:
+            // the advice is optional.
+            unsafe {
+                libc::madvise(begin as *mut libc::c_void, end - begin, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = mem;
+}
+
 impl<T: Copy + Default> Aligned<T> {
     fn zeroed(len: usize) -> Self {
         let size = std::mem::size_of::<T>();
-        let buf = vec![T::default(); len + ALIGN / size];
+        let buf = filled_on_huge_pages(len + ALIGN / size, T::default());
         let addr = buf.as_ptr() as usize;
         let start = (addr.next_multiple_of(ALIGN) - addr) / size;
         Self { buf, start, len }
