@@ -32,10 +32,11 @@ pub(crate) fn filled_on_huge_pages<T: Copy>(len: usize, value: T) -> Vec<T> {
 /// K/V blocks and weight panels are read in 2-8 KiB pieces scattered over hundreds of MiB:
 /// with 4 KiB pages nearly every piece costs a TLB miss and a page walk that the
 /// contiguous baseline's sequential reads mostly avoid. Advisory: where the system has huge
-/// pages disabled, or on other systems, nothing changes.
+/// pages disabled, or on other systems, nothing changes. `PAGEDATTN_HUGE_PAGES=0` turns the
+/// advice off (for comparisons).
 fn advise_huge_pages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
     #[cfg(target_os = "linux")]
-    {
+    if std::env::var_os("PAGEDATTN_HUGE_PAGES").is_none_or(|v| v != "0") {
         const HUGE: usize = 2 << 20;
         let begin = (mem.as_ptr() as usize).next_multiple_of(HUGE);
         let end = (mem.as_ptr() as usize + std::mem::size_of_val(mem)) / HUGE * HUGE;
