@@ -133,9 +133,10 @@ fn axpy_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
     }
 }
 
-/// Calls `$f::<R>` over rows `0..rows` in chunks of 4, 2 and 1.
+/// Calls `$f::<R>` over rows `0..rows` in chunks of 4, then one chunk of 3, 2 or 1: every
+/// chunk rereads the tile, so three rows (a GQA group of 3) take one pass, not two.
 macro_rules! by_rows {
-    ($rows:expr, |$r0:ident, $first:ident| $body4:expr, $body2:expr, $body1:expr) => {{
+    ($rows:expr, |$r0:ident, $first:ident| $body4:expr, $body3:expr, $body2:expr, $body1:expr) => {{
         let mut $r0 = 0;
         while $r0 < $rows {
             let $first = $r0 == 0;
@@ -144,9 +145,13 @@ macro_rules! by_rows {
                     $body1;
                     $r0 += 1;
                 }
-                2 | 3 => {
+                2 => {
                     $body2;
                     $r0 += 2;
+                }
+                3 => {
+                    $body3;
+                    $r0 += 3;
                 }
                 _ => {
                     $body4;
@@ -236,6 +241,7 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
         by_rows!(
             rows,
             |r0, first| scores_rows::<L, T, D, 4>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first)),
+            scores_rows::<L, T, D, 3>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first)),
             scores_rows::<L, T, D, 2>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first)),
             scores_rows::<L, T, D, 1>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first))
         );
@@ -278,6 +284,7 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
         by_rows!(
             rows,
             |r0, _first| axpy_rows::<L, T, D, 4>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
+            axpy_rows::<L, T, D, 3>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
             axpy_rows::<L, T, D, 2>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
             axpy_rows::<L, T, D, 1>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d)
         );
