@@ -138,7 +138,7 @@ impl Model {
                 .zip(a.v.par_chunks_mut(kvd))
                 .zip(a.qkv.par_chunks(qd + 2 * kvd))
                 .zip(rope.par_chunks(d))
-                .with_min_len(8)
+                .with_min_len(crate::ops::ROWS_PER_TASK)
                 .for_each(|((((q, k), v), qkv), table)| {
                     q.copy_from_slice(&qkv[..qd]);
                     k.copy_from_slice(&qkv[qd..qd + kvd]);
