@@ -60,7 +60,7 @@ impl fmt::Display for DType {
 }
 
 /// A storage element: converts from f32 on write and widens to f32 on read.
-pub trait KvElem: Copy + Send + Sync + Default + 'static {
+pub trait KvElem: bytemuck::Pod + Send + Sync + Default + 'static {
     /// The matching [`DType`].
     const DTYPE: DType;
     /// Rounds an f32 to this type.

@@ -79,10 +79,7 @@ impl<T: KvElem> PackedMatrix<T> {
             });
         }
         let rows = len / cols;
-        let mut data = crate::storage::filled_on_huge_pages(
-            rows.div_ceil(PANEL) * PANEL * cols,
-            T::from_f32(0.0),
-        );
+        let mut data = crate::storage::zeroed_on_huge_pages(rows.div_ceil(PANEL) * PANEL * cols);
         // Panel by panel, so the writes of one panel stay in cache.
         for j in 0..rows {
             let base = j / PANEL * cols * PANEL + j % PANEL;

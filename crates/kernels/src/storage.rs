@@ -19,12 +19,12 @@ pub(crate) struct Aligned<T> {
     len: usize,
 }
 
-/// A vector of `len` copies of `value` whose memory was offered huge pages before the first
-/// write (see [`advise_huge_pages`]).
-pub(crate) fn filled_on_huge_pages<T: Copy>(len: usize, value: T) -> Vec<T> {
-    let mut buf = Vec::with_capacity(len);
-    advise_huge_pages(buf.spare_capacity_mut());
-    buf.resize(len, value);
+/// A zeroed vector whose memory was offered huge pages before its first write (see
+/// [`advise_huge_pages`]). Allocated zeroed, so a large one is fresh zero pages that become
+/// resident only where written, as with `vec![0.0; len]`.
+pub(crate) fn zeroed_on_huge_pages<T: bytemuck::Zeroable + Copy>(len: usize) -> Vec<T> {
+    let mut buf = bytemuck::allocation::zeroed_vec::<T>(len);
+    advise_huge_pages(&mut buf);
     buf
 }
 
@@ -34,16 +34,16 @@ pub(crate) fn filled_on_huge_pages<T: Copy>(len: usize, value: T) -> Vec<T> {
 /// contiguous baseline's sequential reads mostly avoid. Advisory: where the system has huge
 /// pages disabled, or on other systems, nothing changes. `PAGEDATTN_HUGE_PAGES=0` turns the
 /// advice off (for comparisons).
-fn advise_huge_pages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
+fn advise_huge_pages<T>(mem: &mut [T]) {
     #[cfg(target_os = "linux")]
     if std::env::var_os("PAGEDATTN_HUGE_PAGES").is_none_or(|v| v != "0") {
         const HUGE: usize = 2 << 20;
         let begin = (mem.as_ptr() as usize).next_multiple_of(HUGE);
         let end = (mem.as_ptr() as usize + std::mem::size_of_val(mem)) / HUGE * HUGE;
         if end > begin {
-            // SAFETY: the range lies inside `mem`, memory this process owns and nothing reads
-            // yet; MADV_HUGEPAGE only changes how later page faults are served, never the
-            // contents or the mapping's validity. A failure (e.g. THP compiled out) is ignored:
+            // SAFETY: the range lies inside `mem`, memory this process owns;
+            // MADV_HUGEPAGE only changes how page faults are served (and may merge pages
+            // later), never the contents or the mapping's validity. A failure (e.g. THP compiled out) is ignored:
             // the advice is optional.
             unsafe {
                 libc::madvise(begin as *mut libc::c_void, end - begin, libc::MADV_HUGEPAGE);
@@ -54,10 +54,10 @@ fn advise_huge_pages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
     let _ = mem;
 }
 
-impl<T: Copy + Default> Aligned<T> {
+impl<T: bytemuck::Zeroable + Copy> Aligned<T> {
     fn zeroed(len: usize) -> Self {
         let size = std::mem::size_of::<T>();
-        let buf = filled_on_huge_pages(len + ALIGN / size, T::default());
+        let buf = zeroed_on_huge_pages(len + ALIGN / size);
         let addr = buf.as_ptr() as usize;
         let start = (addr.next_multiple_of(ALIGN) - addr) / size;
         Self { buf, start, len }
@@ -72,7 +72,7 @@ impl<T: Copy + Default> Aligned<T> {
     }
 }
 
-impl<T: Copy + Default> Clone for Aligned<T> {
+impl<T: bytemuck::Zeroable + Copy> Clone for Aligned<T> {
     fn clone(&self) -> Self {
         let mut c = Self::zeroed(self.len);
         c.as_mut_slice().copy_from_slice(self.as_slice());
