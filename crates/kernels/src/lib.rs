@@ -12,8 +12,9 @@
 //!   outputs for the same inputs are bitwise identical.
 //! - [`Isa`]: runtime-dispatched SIMD (AVX-512, AVX2+FMA, NEON, scalar), chosen once, or
 //!   forced with `PAGEDATTN_ISA` or per call.
-//! - [`linear`]: `y (+)= x W^T` for the few rows of a decode batch, reading `W` (f32,
-//!   f16 or bf16) once, on the same dispatch.
+//! - [`linear`]: `y (+)= x W^T` over a [`PackedMatrix`] (f32, f16 or bf16 weights in
+//!   panels of [`PANEL`] output features), any number of rows, weights read once per call,
+//!   on the same dispatch.
 //! - [`reference_attention`]: the f64 specification the kernels are tested against.
 //!
 //! ```
