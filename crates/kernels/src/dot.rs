@@ -42,38 +42,89 @@ fn scores_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
     let d = if D > 0 { D } else { d };
     let full = d / w;
     let q = &q[r0 * dp..(r0 + R) * dp];
-    for j in 0..n {
+    // The elements past the last whole vector (head sizes that are not a multiple of W).
+    let tail = |r: usize, kr: &[T]| {
+        let mut x = 0.0;
+        for dd in full * w..d {
+            x += q[r * dp + dd] * kr[dd].to_f32();
+        }
+        x
+    };
+    let mut j = 0;
+    // Four keys at a time: their horizontal sums share one shuffle tree per row.
+    while j + 4 <= n {
+        let mut v = [[isa.zero(); 4]; R];
+        for t in 0..4 {
+            let a = key_dot::<L, T, R>(isa, q, dp, &k[(j + t) * d..(j + t + 1) * d], full);
+            for r in 0..R {
+                v[r][t] = a[r];
+            }
+            if let Some((k2, v2)) = prefetch {
+                prefetch_part(isa, k2, j + t, n);
+                prefetch_part(isa, v2, j + t, n);
+            }
+        }
+        for (r, vr) in v.iter().enumerate() {
+            let sums = isa.hsum4(*vr);
+            for (t, &x) in sums.iter().enumerate() {
+                let kr = &k[(j + t) * d..(j + t + 1) * d];
+                s[(r0 + r) * sp + j + t] = x + tail(r, kr);
+            }
+        }
+        j += 4;
+    }
+    while j < n {
         let kr = &k[j * d..(j + 1) * d];
-        let kv = |c: usize| load_t(isa, &kr[c * w..c * w + w]);
-        let qv = |r: usize, c: usize| isa.load(&q[r * dp + c * w..r * dp + c * w + w]);
-        let mut a = [[isa.zero(); 2]; R];
-        let mut c = 0;
-        while c + 2 <= full {
-            let (k0, k1) = (kv(c), kv(c + 1));
-            for (r, ar) in a.iter_mut().enumerate() {
-                ar[0] = isa.fma(qv(r, c), k0, ar[0]);
-                ar[1] = isa.fma(qv(r, c + 1), k1, ar[1]);
-            }
-            c += 2;
-        }
-        if c < full {
-            let k0 = kv(c);
-            for (r, ar) in a.iter_mut().enumerate() {
-                ar[0] = isa.fma(qv(r, c), k0, ar[0]);
-            }
-        }
-        for (r, ar) in a.iter().enumerate() {
-            let mut x = isa.reduce_add(isa.add(ar[0], ar[1]));
-            for dd in full * w..d {
-                x += q[r * dp + dd] * kr[dd].to_f32();
-            }
-            s[(r0 + r) * sp + j] = x;
+        let a = key_dot::<L, T, R>(isa, q, dp, kr, full);
+        for (r, &ar) in a.iter().enumerate() {
+            s[(r0 + r) * sp + j] = isa.reduce_add(ar) + tail(r, kr);
         }
         if let Some((k2, v2)) = prefetch {
             prefetch_part(isa, k2, j, n);
             prefetch_part(isa, v2, j, n);
         }
+        j += 1;
     }
+}
+
+/// One key's partial dot products with rows `0..R` of `q` (row stride `dp`) over the first
+/// `full` vectors of the key, one vector per row (two FMA chains each, added at the end).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn key_dot<L: Lanes, T: KvElem, const R: usize>(
+    isa: L,
+    q: &[f32],
+    dp: usize,
+    kr: &[T],
+    full: usize,
+) -> [L::V; R] {
+    // Plain loops, no closures: a closure is compiled without the caller's target
+    // features, and the intrinsics inside it would not inline.
+    let w = L::W;
+    let mut a = [[isa.zero(); 2]; R];
+    let mut c = 0;
+    while c + 2 <= full {
+        let k0 = load_t(isa, &kr[c * w..c * w + w]);
+        let k1 = load_t(isa, &kr[(c + 1) * w..(c + 1) * w + w]);
+        for r in 0..R {
+            let at = r * dp + c * w;
+            a[r][0] = isa.fma(isa.load(&q[at..at + w]), k0, a[r][0]);
+            a[r][1] = isa.fma(isa.load(&q[at + w..at + 2 * w]), k1, a[r][1]);
+        }
+        c += 2;
+    }
+    if c < full {
+        let k0 = load_t(isa, &kr[c * w..c * w + w]);
+        for r in 0..R {
+            let at = r * dp + c * w;
+            a[r][0] = isa.fma(isa.load(&q[at..at + w]), k0, a[r][0]);
+        }
+    }
+    let mut out = [isa.zero(); R];
+    for r in 0..R {
+        out[r] = isa.add(a[r][0], a[r][1]);
+    }
+    out
 }
 
 /// `acc[r] = acc[r] * corr[r] + sum_j p[r][j] * v[j]` for rows `r0 .. r0 + R`, each value

@@ -9,9 +9,10 @@ use std::arch::x86_64::{
     __m256, _mm256_add_epi32, _mm256_add_ps, _mm256_blendv_ps, _mm256_castps256_ps128,
     _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_cvtepu16_epi32, _mm256_cvtph_ps, _mm256_cvtps_epi32,
     _mm256_extractf128_ps, _mm256_floor_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps,
-    _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_slli_epi32, _mm256_storeu_ps,
-    _mm256_sub_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_max_ps, _mm_max_ss,
-    _mm_movehl_ps, _mm_prefetch, _mm_shuffle_ps, _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
+    _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_shuffle_ps, _mm256_slli_epi32,
+    _mm256_storeu_ps, _mm256_sub_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps, _mm_add_ps,
+    _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_max_ps, _mm_max_ss, _mm_movehl_ps,
+    _mm_prefetch, _mm_shuffle_ps, _mm_storeu_ps, _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
 };
 
 /// Token for AVX2 + FMA + F16C. Created only in [`run_unit`], compiled with those features
@@ -85,6 +86,28 @@ impl Lanes for Avx2 {
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
         }
+    }
+    #[inline(always)]
+    fn hsum4(self, v: [__m256; 4]) -> [f32; 4] {
+        let mut out = [0.0f32; 4];
+        // SAFETY: token proves AVX; the store writes the 4 floats of `out`.
+        unsafe {
+            let ab = _mm256_add_ps(
+                _mm256_unpacklo_ps(v[0], v[1]),
+                _mm256_unpackhi_ps(v[0], v[1]),
+            );
+            let cd = _mm256_add_ps(
+                _mm256_unpacklo_ps(v[2], v[3]),
+                _mm256_unpackhi_ps(v[2], v[3]),
+            );
+            let x = _mm256_add_ps(
+                _mm256_shuffle_ps::<0x44>(ab, cd),
+                _mm256_shuffle_ps::<0xEE>(ab, cd),
+            );
+            let x = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+            _mm_storeu_ps(out.as_mut_ptr(), x);
+        }
+        out
     }
     #[inline(always)]
     fn reduce_max(self, v: __m256) -> f32 {

@@ -6,12 +6,13 @@ use crate::schedule::Unit;
 use crate::source::KvSource;
 use crate::tile::{RunCtx, Scratch};
 use std::arch::x86_64::{
-    __m512, __mmask16, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_castsi512_ps,
-    _mm512_cmp_ps_mask, _mm512_cvtepu16_epi32, _mm512_cvtph_ps, _mm512_cvtps_epi32,
-    _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_blend_ps, _mm512_max_ps, _mm512_mul_ps,
-    _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps, _mm512_set1_epi32,
-    _mm512_set1_ps, _mm512_slli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm_prefetch, _CMP_LT_OQ,
-    _MM_HINT_T0, _MM_HINT_T1,
+    __m512, __mmask16, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_castps512_ps128,
+    _mm512_castsi512_ps, _mm512_cmp_ps_mask, _mm512_cvtepu16_epi32, _mm512_cvtph_ps,
+    _mm512_cvtps_epi32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_blend_ps, _mm512_max_ps,
+    _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps,
+    _mm512_set1_epi32, _mm512_set1_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_slli_epi32,
+    _mm512_storeu_ps, _mm512_sub_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps, _mm_prefetch,
+    _mm_storeu_ps, _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
 };
 
 /// Token for AVX-512F/BW/VL + FMA + F16C. Created only in [`run_unit`], which is compiled
@@ -81,6 +82,32 @@ impl Lanes for Avx512 {
     fn reduce_add(self, v: __m512) -> f32 {
         // SAFETY: token proves AVX-512F.
         unsafe { _mm512_reduce_add_ps(v) }
+    }
+    #[inline(always)]
+    fn hsum4(self, v: [__m512; 4]) -> [f32; 4] {
+        let mut out = [0.0f32; 4];
+        // SAFETY: token proves AVX-512F; the store writes the 4 floats of `out`.
+        unsafe {
+            // Per 128-bit block: [a0+a2, b0+b2, a1+a3, b1+b3], likewise for c, d.
+            let ab = _mm512_add_ps(
+                _mm512_unpacklo_ps(v[0], v[1]),
+                _mm512_unpackhi_ps(v[0], v[1]),
+            );
+            let cd = _mm512_add_ps(
+                _mm512_unpacklo_ps(v[2], v[3]),
+                _mm512_unpackhi_ps(v[2], v[3]),
+            );
+            // Per 128-bit block: [a, b, c, d] partial sums.
+            let x = _mm512_add_ps(
+                _mm512_shuffle_ps::<0x44>(ab, cd),
+                _mm512_shuffle_ps::<0xEE>(ab, cd),
+            );
+            // Add the four blocks: swap 256-bit halves, then 128-bit pairs.
+            let x = _mm512_add_ps(x, _mm512_shuffle_f32x4::<0x4E>(x, x));
+            let x = _mm512_add_ps(x, _mm512_shuffle_f32x4::<0xB1>(x, x));
+            _mm_storeu_ps(out.as_mut_ptr(), _mm512_castps512_ps128(x));
+        }
+        out
     }
     #[inline(always)]
     fn reduce_max(self, v: __m512) -> f32 {

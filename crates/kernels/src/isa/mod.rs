@@ -157,6 +157,9 @@ pub(crate) trait Lanes: Copy {
     /// `a` where `m`, else `b`.
     fn select(self, m: Self::M, a: Self::V, b: Self::V) -> Self::V;
     fn reduce_add(self, v: Self::V) -> f32;
+    /// The four horizontal sums `[reduce_add(v[0]), .., reduce_add(v[3])]`, sharing the
+    /// shuffles between the four (in a different association order than `reduce_add`).
+    fn hsum4(self, v: [Self::V; 4]) -> [f32; 4];
     fn reduce_max(self, v: Self::V) -> f32;
     /// Rounds toward negative infinity.
     fn floor(self, v: Self::V) -> Self::V;

@@ -8,7 +8,7 @@ use crate::source::KvSource;
 use crate::tile::{RunCtx, Scratch};
 use std::arch::aarch64::{
     float32x4_t, uint32x4_t, vaddq_f32, vaddq_s32, vaddvq_f32, vbslq_f32, vcltq_f32, vcvtq_s32_f32,
-    vdupq_n_f32, vdupq_n_s32, vfmaq_f32, vld1q_f32, vmaxq_f32, vmaxvq_f32, vmulq_f32,
+    vdupq_n_f32, vdupq_n_s32, vfmaq_f32, vld1q_f32, vmaxq_f32, vmaxvq_f32, vmulq_f32, vpaddq_f32,
     vreinterpretq_f32_s32, vrndmq_f32, vshlq_n_s32, vst1q_f32, vsubq_f32,
 };
 
@@ -78,6 +78,17 @@ impl Lanes for Neon {
     fn reduce_add(self, v: float32x4_t) -> f32 {
         // SAFETY: token proves NEON.
         unsafe { vaddvq_f32(v) }
+    }
+    #[inline(always)]
+    fn hsum4(self, v: [float32x4_t; 4]) -> [f32; 4] {
+        let mut out = [0.0f32; 4];
+        // SAFETY: token proves NEON; the store writes the 4 floats of `out`.
+        unsafe {
+            let ab = vpaddq_f32(v[0], v[1]);
+            let cd = vpaddq_f32(v[2], v[3]);
+            vst1q_f32(out.as_mut_ptr(), vpaddq_f32(ab, cd));
+        }
+        out
     }
     #[inline(always)]
     fn reduce_max(self, v: float32x4_t) -> f32 {

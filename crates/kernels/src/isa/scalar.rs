@@ -74,6 +74,10 @@ impl Lanes for Scalar {
         v
     }
     #[inline(always)]
+    fn hsum4(self, v: [f32; 4]) -> [f32; 4] {
+        v
+    }
+    #[inline(always)]
     fn reduce_max(self, v: f32) -> f32 {
         v
     }
