@@ -3,7 +3,7 @@
 //! straight from the tile. Nothing is wasted when a KV head has a single query row.
 
 use crate::dtype::{DType, KvElem};
-use crate::isa::{exp, Lanes};
+use crate::isa::{bf16_pair_source, exp, Lanes};
 use crate::schedule::Unit;
 use crate::source::KvSource;
 use crate::tile::{reset, tiles_needed, RunCtx, Scratch};
@@ -87,6 +87,13 @@ fn scores_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
     }
 }
 
+/// Whether the dot shape reads bf16 keys with [`Lanes::load_bf16_pair`]'s permuted lanes
+/// (and so keeps its queries permuted the same way).
+#[inline(always)]
+fn pair_permuted<L: Lanes, T: KvElem>() -> bool {
+    T::DTYPE == DType::Bf16 && L::BF16_PAIR_PERMUTED
+}
+
 /// One key's partial dot products with rows `0..R` of `q` (row stride `dp`) over the first
 /// `full` vectors of the key, one vector per row (two FMA chains each, added at the end).
 #[inline(always)]
@@ -103,9 +110,17 @@ fn key_dot<L: Lanes, T: KvElem, const R: usize>(
     let w = L::W;
     let mut a = [[isa.zero(); 2]; R];
     let mut c = 0;
+    let pairs = pair_permuted::<L, T>().then(|| T::as_bits(kr)).flatten();
     while c + 2 <= full {
-        let k0 = load_t(isa, &kr[c * w..c * w + w]);
-        let k1 = load_t(isa, &kr[(c + 1) * w..(c + 1) * w + w]);
+        let (k0, k1) = if let Some(bits) = pairs {
+            // q was stored in the pair's lane order (see `run_dot`).
+            isa.load_bf16_pair(&bits[c * w..c * w + 2 * w])
+        } else {
+            (
+                load_t(isa, &kr[c * w..c * w + w]),
+                load_t(isa, &kr[(c + 1) * w..(c + 1) * w + w]),
+            )
+        };
         for r in 0..R {
             let at = r * dp + c * w;
             a[r][0] = isa.fma(isa.load(&q[at..at + w]), k0, a[r][0]);
@@ -267,8 +282,19 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
     for i in 0..rows {
         let r = unit.row_begin + i;
         if let Some(qr) = ctx.query_row(seq, unit.kv_head, r) {
-            for (dst, &x) in q[i * dp..i * dp + d].iter_mut().zip(qr) {
+            let row = &mut q[i * dp..i * dp + d];
+            for (dst, &x) in row.iter_mut().zip(qr) {
                 *dst = x * ctx.scale;
+            }
+            if pair_permuted::<L, T>() {
+                // Whole pairs of vectors in the lane order `load_bf16_pair` gives the keys.
+                let mut src = [0.0f32; 32];
+                for pair in row[..d / w / 2 * 2 * w].chunks_exact_mut(2 * w) {
+                    src[..2 * w].copy_from_slice(pair);
+                    for (j, dst) in pair.iter_mut().enumerate() {
+                        *dst = src[bf16_pair_source(w, j)];
+                    }
+                }
             }
         }
         lim.push(ctx.limit(seq, r));

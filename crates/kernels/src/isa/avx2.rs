@@ -8,11 +8,12 @@ use crate::tile::{RunCtx, Scratch};
 use std::arch::x86_64::{
     __m256, _mm256_add_epi32, _mm256_add_ps, _mm256_blendv_ps, _mm256_castps256_ps128,
     _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_cvtepu16_epi32, _mm256_cvtph_ps, _mm256_cvtps_epi32,
-    _mm256_extractf128_ps, _mm256_floor_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps,
-    _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_shuffle_ps, _mm256_slli_epi32,
-    _mm256_storeu_ps, _mm256_sub_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps, _mm_add_ps,
-    _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_max_ps, _mm_max_ss, _mm_movehl_ps,
-    _mm_prefetch, _mm_shuffle_ps, _mm_storeu_ps, _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
+    _mm256_extractf128_ps, _mm256_floor_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256,
+    _mm256_max_ps, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_si256,
+    _mm256_shuffle_ps, _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_ps, _mm256_unpackhi_epi16,
+    _mm256_unpackhi_ps, _mm256_unpacklo_epi16, _mm256_unpacklo_ps, _mm_add_ps, _mm_add_ss,
+    _mm_cvtss_f32, _mm_loadu_si128, _mm_max_ps, _mm_max_ss, _mm_movehl_ps, _mm_prefetch,
+    _mm_shuffle_ps, _mm_storeu_ps, _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
 };
 
 /// Token for AVX2 + FMA + F16C. Created only in [`run_unit`], compiled with those features
@@ -145,6 +146,21 @@ impl Lanes for Avx2 {
         unsafe {
             let h = _mm_loadu_si128(s.as_ptr().cast());
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    }
+    const BF16_PAIR_PERMUTED: bool = true;
+    #[inline(always)]
+    fn load_bf16_pair(self, s: &[u16]) -> (__m256, __m256) {
+        assert!(s.len() >= 16);
+        // SAFETY: 16 readable u16 checked above; token proves AVX2. Interleaving zero words
+        // below each bf16 makes it the top half of an f32 (lane order: see the trait).
+        unsafe {
+            let x = _mm256_loadu_si256(s.as_ptr().cast());
+            let z = _mm256_setzero_si256();
+            (
+                _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, x)),
+                _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, x)),
+            )
         }
     }
     #[inline(always)]

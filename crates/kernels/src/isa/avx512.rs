@@ -8,11 +8,12 @@ use crate::tile::{RunCtx, Scratch};
 use std::arch::x86_64::{
     __m512, __mmask16, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_castps512_ps128,
     _mm512_castsi512_ps, _mm512_cmp_ps_mask, _mm512_cvtepu16_epi32, _mm512_cvtph_ps,
-    _mm512_cvtps_epi32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_blend_ps, _mm512_max_ps,
-    _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps,
-    _mm512_set1_epi32, _mm512_set1_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_slli_epi32,
-    _mm512_storeu_ps, _mm512_sub_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps, _mm_prefetch,
-    _mm_storeu_ps, _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
+    _mm512_cvtps_epi32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_blend_ps,
+    _mm512_max_ps, _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps,
+    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_f32x4,
+    _mm512_shuffle_ps, _mm512_slli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm512_unpackhi_epi16,
+    _mm512_unpackhi_ps, _mm512_unpacklo_epi16, _mm512_unpacklo_ps, _mm_prefetch, _mm_storeu_ps,
+    _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
 };
 
 /// Token for AVX-512F/BW/VL + FMA + F16C. Created only in [`run_unit`], which is compiled
@@ -141,6 +142,21 @@ impl Lanes for Avx512 {
         unsafe {
             let h = _mm256_loadu_si256(s.as_ptr().cast());
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
+    const BF16_PAIR_PERMUTED: bool = true;
+    #[inline(always)]
+    fn load_bf16_pair(self, s: &[u16]) -> (__m512, __m512) {
+        assert!(s.len() >= 32);
+        // SAFETY: 32 readable u16 checked above; token proves AVX-512F/BW. Interleaving zero
+        // words below each bf16 makes it the top half of an f32 (lane order: see the trait).
+        unsafe {
+            let x = _mm512_loadu_si512(s.as_ptr().cast());
+            let z = _mm512_setzero_si512();
+            (
+                _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, x)),
+                _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, x)),
+            )
         }
     }
     #[inline(always)]

@@ -169,6 +169,19 @@ pub(crate) trait Lanes: Copy {
     fn load_f16(self, s: &[u16]) -> Self::V;
     /// Loads `W` bfloat16 bit patterns widened to f32 (panics if `s` is shorter).
     fn load_bf16(self, s: &[u16]) -> Self::V;
+    /// Whether [`Lanes::load_bf16_pair`] returns its lanes in [`bf16_pair_source`] order
+    /// rather than in memory order.
+    const BF16_PAIR_PERMUTED: bool = false;
+    /// Loads `2 W` bfloat16 bit patterns widened to f32 as two vectors. Where
+    /// `BF16_PAIR_PERMUTED`, lane `j` of the pair holds element `bf16_pair_source(W, j)`
+    /// (one unpack per vector instead of a widen and a shift); for a dot product the other
+    /// operand is permuted the same way. Panics if `s` is shorter than `2 W`.
+    fn load_bf16_pair(self, s: &[u16]) -> (Self::V, Self::V) {
+        (
+            self.load_bf16(&s[..Self::W]),
+            self.load_bf16(&s[Self::W..2 * Self::W]),
+        )
+    }
     /// Widens IEEE half bit patterns; `dst.len() == src.len()`.
     fn widen_f16(self, src: &[u16], dst: &mut [f32]);
     /// Widens bfloat16 bit patterns; `dst.len() == src.len()`.
@@ -182,6 +195,14 @@ pub(crate) trait Lanes: Copy {
     fn zero(self) -> Self::V {
         self.splat(0.0)
     }
+}
+
+/// The memory index (within `2 w` elements) of lane `j` of a permuted
+/// [`Lanes::load_bf16_pair`]: unpacking 16-bit words with zeros takes the low four words of
+/// each 128-bit block into the first vector and the high four into the second.
+pub(crate) const fn bf16_pair_source(w: usize, j: usize) -> usize {
+    let (second, lane) = (j / w, j % w);
+    (lane / 4) * 8 + second * 4 + lane % 4
 }
 
 /// `e^x` per lane, Cephes-style: `x = n ln2 + r`, a degree-6 polynomial for `e^r`, and
