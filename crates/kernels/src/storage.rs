@@ -41,10 +41,10 @@ fn advise_huge_pages<T>(mem: &mut [T]) {
         let begin = (mem.as_ptr() as usize).next_multiple_of(HUGE);
         let end = (mem.as_ptr() as usize + std::mem::size_of_val(mem)) / HUGE * HUGE;
         if end > begin {
-            // SAFETY: the range lies inside `mem`, memory this process owns;
-            // MADV_HUGEPAGE only changes how page faults are served (and may merge pages
-            // later), never the contents or the mapping's validity. A failure (e.g. THP compiled out) is ignored:
-            // the advice is optional.
+            // SAFETY: the range lies inside `mem`, memory this process owns; MADV_HUGEPAGE
+            // only changes how page faults are served (and may merge pages later), never the
+            // contents or the mapping's validity. A failure (e.g. THP compiled out) is
+            // ignored: the advice is optional.
             unsafe {
                 libc::madvise(begin as *mut libc::c_void, end - begin, libc::MADV_HUGEPAGE);
             }

@@ -28,8 +28,6 @@ pub enum WeightDType {
 /// panels of output features (see [`PackedMatrix`]), the layout the matrix products read.
 #[derive(Clone)]
 pub struct Matrix {
-    rows: usize,
-    cols: usize,
     store: Store,
 }
 
@@ -46,7 +44,7 @@ impl std::fmt::Debug for Matrix {
             Store::F32(_) => WeightDType::F32,
             Store::Bf16(_) => WeightDType::Bf16,
         };
-        write!(f, "Matrix[{}x{}, {dtype:?}]", self.rows, self.cols)
+        write!(f, "Matrix[{}x{}, {dtype:?}]", self.rows(), self.cols())
     }
 }
 
@@ -60,17 +58,23 @@ impl Matrix {
             WeightDType::F32 => Store::F32(PackedMatrix::pack(data, cols).expect(CHECKED)),
             WeightDType::Bf16 => Store::Bf16(PackedMatrix::from_f32(data, cols).expect(CHECKED)),
         };
-        Self { rows, cols, store }
+        Self { store }
     }
 
     /// Rows (output features).
     pub fn rows(&self) -> usize {
-        self.rows
+        match &self.store {
+            Store::F32(p) => p.rows(),
+            Store::Bf16(p) => p.rows(),
+        }
     }
 
     /// Columns (input features).
     pub fn cols(&self) -> usize {
-        self.cols
+        match &self.store {
+            Store::F32(p) => p.cols(),
+            Store::Bf16(p) => p.cols(),
+        }
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -97,8 +101,9 @@ impl Matrix {
 
     /// Rows `start..end` as f32.
     pub(crate) fn rows_f32(&self, start: usize, end: usize) -> Vec<f32> {
-        let mut out = vec![0.0; (end - start) * self.cols];
-        for (r, o) in (start..end).zip(out.chunks_exact_mut(self.cols.max(1))) {
+        let cols = self.cols();
+        let mut out = vec![0.0; (end - start) * cols];
+        for (r, o) in (start..end).zip(out.chunks_exact_mut(cols.max(1))) {
             self.row_into(r, o);
         }
         out
