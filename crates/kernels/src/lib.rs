@@ -55,6 +55,7 @@ mod error;
 mod isa;
 mod kernel;
 mod linear;
+mod packed;
 mod probe;
 mod reference;
 mod rows;
@@ -76,7 +77,8 @@ pub use isa::Isa;
 pub use kernel::{
     AttentionKernel, AttentionPhase, ContiguousAttention, PaddedAttention, PagedAttention,
 };
-pub use linear::{linear, PackedMatrix, PANEL};
+pub use linear::linear;
+pub use packed::{PackedMatrix, PANEL};
 pub use probe::{fma_peak_gflops, sum_f32};
 pub use reference::{reference_attention, RefSeq, RefShape};
 pub use schedule::SplitPolicy;

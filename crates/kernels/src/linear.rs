@@ -15,10 +15,8 @@ use crate::dot::load_t;
 use crate::dtype::KvElem;
 use crate::error::{KernelError, Result};
 use crate::isa::{Isa, Lanes};
+use crate::packed::{PackedMatrix, PANEL};
 use rayon::prelude::*;
-
-/// Output features per panel of a [`PackedMatrix`].
-pub const PANEL: usize = 32;
 
 /// Below this many multiply-adds a call runs on the calling thread.
 const PARALLEL_MIN_FMAS: usize = 1 << 16;
@@ -36,95 +34,6 @@ const fn block_rows(isa: Isa) -> usize {
         Isa::Avx2 => MR_AVX2,
         Isa::Neon => MR_NEON,
         Isa::Scalar => MR_SCALAR,
-    }
-}
-
-/// A `[rows, cols]` matrix (rows = output features) stored as panels of [`PANEL`] rows,
-/// each panel column-major (`[cols, PANEL]`), the last one padded with zeros.
-#[derive(Clone)]
-pub struct PackedMatrix<T> {
-    rows: usize,
-    cols: usize,
-    data: Vec<T>,
-}
-
-impl<T> std::fmt::Debug for PackedMatrix<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedMatrix[{}x{}]", self.rows, self.cols)
-    }
-}
-
-impl<T: KvElem> PackedMatrix<T> {
-    /// Packs a row-major `[w.len() / cols, cols]` matrix.
-    pub fn pack(w: &[T], cols: usize) -> Result<Self> {
-        Self::build(w.len(), cols, |i| w[i])
-    }
-
-    /// Packs a row-major f32 matrix, rounding each element to `T`.
-    pub fn from_f32(w: &[f32], cols: usize) -> Result<Self> {
-        Self::build(w.len(), cols, |i| T::from_f32(w[i]))
-    }
-
-    fn build(len: usize, cols: usize, get: impl Fn(usize) -> T) -> Result<Self> {
-        if cols == 0 {
-            return Err(KernelError::InvalidShape(
-                "packed matrix: cols must be positive".into(),
-            ));
-        }
-        if !len.is_multiple_of(cols) {
-            return Err(KernelError::LengthMismatch {
-                what: "packed matrix data",
-                expected: len / cols * cols,
-                actual: len,
-            });
-        }
-        let rows = len / cols;
-        let mut data = crate::storage::zeroed_on_huge_pages(rows.div_ceil(PANEL) * PANEL * cols);
-        // Panel by panel, so the writes of one panel stay in cache.
-        for j in 0..rows {
-            let base = j / PANEL * cols * PANEL + j % PANEL;
-            for p in 0..cols {
-                data[base + p * PANEL] = get(j * cols + p);
-            }
-        }
-        Ok(Self { rows, cols, data })
-    }
-
-    /// Rows (output features).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Columns (input features, `k`).
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Bytes held, padding included.
-    pub fn bytes(&self) -> usize {
-        self.data.len() * size_of::<T>()
-    }
-
-    /// Copies row `r` into `out` (`cols` long) as f32.
-    pub fn row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
-        if r >= self.rows {
-            return Err(KernelError::InvalidShape(format!(
-                "packed matrix: row {r} of {}",
-                self.rows
-            )));
-        }
-        if out.len() != self.cols {
-            return Err(KernelError::LengthMismatch {
-                what: "packed matrix row",
-                expected: self.cols,
-                actual: out.len(),
-            });
-        }
-        let panel = &self.data[r / PANEL * self.cols * PANEL..][..self.cols * PANEL];
-        for (o, col) in out.iter_mut().zip(panel.chunks_exact(PANEL)) {
-            *o = col[r % PANEL].to_f32();
-        }
-        Ok(())
     }
 }
 
@@ -151,7 +60,7 @@ pub fn linear<T: KvElem>(
     if !isa.is_available() {
         return Err(KernelError::IsaUnavailable(isa.name()));
     }
-    let (n, k) = (w.rows, w.cols);
+    let (n, k) = (w.rows(), w.cols());
     if !x.len().is_multiple_of(k) {
         return Err(KernelError::LengthMismatch {
             what: "linear x",
@@ -174,7 +83,7 @@ pub fn linear<T: KvElem>(
     let threads = rayon::current_num_threads();
     if threads == 1 || m * n * k < PARALLEL_MIN_FMAS {
         let mut out: Vec<&mut [f32]> = y.chunks_exact_mut(n).collect();
-        run_panels(isa, &xp, k, &w.data, &mut out, accumulate);
+        run_panels(isa, &xp, k, w.panels(), &mut out, accumulate);
         return Ok(());
     }
     // One range of whole panels per thread, as equal as panels allow: with a few dozen
@@ -194,7 +103,7 @@ pub fn linear<T: KvElem>(
             isa,
             &xp,
             k,
-            &w.data[c * chunk * k..end * k],
+            &w.panels()[c * chunk * k..end * k],
             out,
             accumulate,
         );
@@ -472,28 +381,6 @@ mod tests {
                 linear(isa, &x[i * k..(i + 1) * k], &w, &mut one, false).unwrap();
                 assert_eq!(one, all[i * n..(i + 1) * n], "{isa} row {i}");
             }
-        }
-    }
-
-    #[test]
-    fn packing_keeps_every_row() {
-        for (n, k) in [(1, 1), (31, 5), (33, 7), (64, 3)] {
-            let w: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
-            let p = PackedMatrix::<f32>::pack(&w, k).unwrap();
-            let b = PackedMatrix::<bf16>::from_f32(&w, k).unwrap();
-            assert_eq!((p.rows(), p.cols()), (n, k));
-            assert_eq!(p.bytes(), n.div_ceil(PANEL) * PANEL * k * 4);
-            let mut row = vec![0.0; k];
-            for j in 0..n {
-                p.row_into(j, &mut row).unwrap();
-                assert_eq!(row, w[j * k..(j + 1) * k]);
-                b.row_into(j, &mut row).unwrap();
-                for (a, &e) in row.iter().zip(&w[j * k..(j + 1) * k]) {
-                    assert_eq!(a.to_bits(), bf16::from_f32(e).to_f32().to_bits());
-                }
-            }
-            assert!(p.row_into(n, &mut row).is_err());
-            assert!(p.row_into(0, &mut row[..k - 1]).is_err());
         }
     }
 
