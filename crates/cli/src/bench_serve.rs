@@ -67,9 +67,14 @@ pub struct ServeArgs {
     /// Weight type for real execution: f32 or bf16 (products always accumulate in f32).
     #[arg(long, default_value = "bf16")]
     weights: String,
-    /// Free blocks kept per running sequence when admitting (paged).
+    /// Free blocks kept per running sequence when admitting (paged), until the first
+    /// request finishes (default 12).
     #[arg(long)]
     headroom_blocks: Option<usize>,
+    /// Afterwards, the headroom per running sequence in percent of the estimated mean
+    /// output length (paged; default 20).
+    #[arg(long)]
+    headroom_percent: Option<usize>,
     /// Sequences per step, at most.
     #[arg(long, default_value_t = 256)]
     max_num_seqs: usize,
@@ -308,6 +313,7 @@ fn engine_config(args: &ServeArgs, policy: KvPolicy, kv_budget: u64) -> EngineCo
             max_num_seqs: args.max_num_seqs,
             max_num_batched_tokens: args.max_num_batched_tokens.unwrap_or(args.max_model_len),
             headroom_blocks: args.headroom_blocks.unwrap_or(defaults.headroom_blocks),
+            headroom_percent: args.headroom_percent.unwrap_or(defaults.headroom_percent),
         },
     }
 }

@@ -126,7 +126,7 @@ impl<E: Executor> Engine<E> {
     }
 
     pub(crate) fn finish_seq(&mut self, sid: SeqId, reason: FinishReason) -> Result<()> {
-        self.sched.retire(sid)?;
+        self.sched.retire(sid, reason == FinishReason::Aborted)?;
         let mut seq = self.sched.seqs.remove(&sid).expect("live sequence");
         let state = seq.state;
         if state == SeqState::Preempted {

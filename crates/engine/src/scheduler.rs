@@ -10,10 +10,15 @@
 //!    stay cached, so re-admission hits them) and it goes to the front of the queue.
 //! 2. **Then waiting sequences**, in arrival order (no overtaking, so none starves), while
 //!    memory allows. Paged admission keeps headroom: after admitting, the free blocks must
-//!    still cover the rest of every running prompt plus `headroom_blocks` per running
-//!    sequence for decode growth. Admitting whenever the prompt fits (vLLM's rule) fills
-//!    the pool to the brim, and the next decode steps preempt what was just admitted — a
-//!    preemption storm, costly on a CPU where recomputing a prompt is expensive.
+//!    still cover the rest of every running prompt plus a decode-growth headroom per
+//!    running sequence. Admitting whenever the prompt fits (vLLM's rule) fills the pool to
+//!    the brim, and the next decode steps preempt what was just admitted — a preemption
+//!    storm, costly on a CPU where recomputing a prompt is expensive. The headroom follows
+//!    the workload: `headroom_percent` of the estimated mean output length, estimated from
+//!    what has been generated so far (see [`Scheduler::headroom`]); `headroom_blocks`
+//!    until the first sequence finishes. A fixed headroom is wrong both ways: too small for
+//!    long outputs (preemptions), too large for short ones (the reserve holds memory no
+//!    sequence will use, and batches shrink).
 //!    Contiguous policies admit when their whole reservation fits, and never preempt.
 //!    No admissions in a step that preempted: memory is short.
 
@@ -23,6 +28,34 @@ use crate::sequence::{SeqState, Sequence};
 use pagedattn_kv::{BlockCopy, SeqId};
 use std::collections::{HashMap, VecDeque};
 
+/// Decode growth reserved per running sequence at admission, in tokens.
+#[derive(Clone, Copy, Debug)]
+enum Headroom {
+    /// Before any sequence has finished: a fixed number of blocks.
+    PriorBlocks(usize),
+    /// Afterwards: a share of the estimated mean output length, and at least what would
+    /// bring a sequence to the shortest output seen so far (every sequence has generated at
+    /// least that much; with equal output lengths, a share of the mean would not cover
+    /// sequences that all grow to it).
+    Learned {
+        share_of_mean: usize,
+        min_output: usize,
+    },
+}
+
+impl Headroom {
+    /// Blocks reserved for a sequence that has generated `generated` tokens.
+    fn blocks(self, kv: &KvSpace, generated: usize) -> usize {
+        match self {
+            Self::PriorBlocks(b) => b,
+            Self::Learned {
+                share_of_mean,
+                min_output,
+            } => kv.blocks_for(share_of_mean.max(min_output.saturating_sub(generated))),
+        }
+    }
+}
+
 /// Scheduling limits.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SchedulerConfig {
@@ -30,8 +63,12 @@ pub struct SchedulerConfig {
     pub max_num_seqs: usize,
     /// Tokens computed per step, at most (decode tokens + prefill chunk tokens).
     pub max_num_batched_tokens: usize,
-    /// Free blocks kept per running sequence when admitting (paged policies).
+    /// Free blocks kept per running sequence when admitting (paged policies), until the
+    /// first sequence finishes and the output lengths can be estimated.
     pub headroom_blocks: usize,
+    /// Afterwards, the headroom per running sequence as a percentage of the estimated
+    /// mean output length (paged policies).
+    pub headroom_percent: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -39,7 +76,8 @@ impl Default for SchedulerConfig {
         Self {
             max_num_seqs: 256,
             max_num_batched_tokens: 512,
-            headroom_blocks: 4,
+            headroom_blocks: 12,
+            headroom_percent: 20,
         }
     }
 }
@@ -74,6 +112,12 @@ pub(crate) struct Scheduler {
     pub(crate) recomputed_tokens: u64,
     /// K/V discarded by preemption, per sequence, not yet recomputed.
     lost: HashMap<SeqId, usize>,
+    /// Sequences that finished on their own (not aborted), and the tokens they generated:
+    /// the output-length estimate of [`Self::headroom`].
+    finished: u64,
+    finished_output: u64,
+    /// The shortest output of a finished sequence.
+    min_output: usize,
 }
 
 impl Scheduler {
@@ -88,6 +132,9 @@ impl Scheduler {
             preemptions: 0,
             recomputed_tokens: 0,
             lost: HashMap::new(),
+            finished: 0,
+            finished_output: 0,
+            min_output: usize::MAX,
         }
     }
 
@@ -132,17 +179,44 @@ impl Scheduler {
     }
 
     /// Blocks the running sequences still need for the rest of their prompts, plus the
-    /// decode headroom, for the sequences running after one more admission.
-    fn reserve_blocks(&self) -> usize {
-        let prompts: usize = self
+    /// decode headroom of each, for the sequences running after one more admission.
+    fn reserve_blocks(&self, h: Headroom) -> usize {
+        let running: usize = self
             .running
             .iter()
-            .map(|id| self.kv.blocks_for(self.seqs[id].num_uncomputed()))
+            .map(|id| {
+                let s = &self.seqs[id];
+                self.kv.blocks_for(s.num_uncomputed())
+                    + h.blocks(&self.kv, s.tokens.len() - s.prompt_len)
+            })
             .sum();
-        prompts + (self.running.len() + 1) * self.cfg.headroom_blocks
+        running + h.blocks(&self.kv, 0)
+    }
+
+    /// The decode headroom, from what the finished sequences generated (see [`Headroom`]).
+    /// The mean output length is estimated as if lengths were exponentially distributed,
+    /// counting the sequences still generating as censored observations: (tokens generated
+    /// by finished and live sequences) / (finished sequences), the maximum-likelihood
+    /// estimate under censoring. Counting only finished sequences would underestimate badly
+    /// early in a burst, when only the short ones have finished.
+    fn headroom(&self) -> Headroom {
+        if self.finished == 0 {
+            return Headroom::PriorBlocks(self.cfg.headroom_blocks);
+        }
+        let live: usize = self
+            .seqs
+            .values()
+            .map(|s| s.tokens.len() - s.prompt_len)
+            .sum();
+        let mean = (self.finished_output + live as u64).div_ceil(self.finished) as usize;
+        Headroom::Learned {
+            share_of_mean: mean.saturating_mul(self.cfg.headroom_percent) / 100,
+            min_output: self.min_output,
+        }
     }
 
     fn admit(&mut self, out: &mut Scheduled, mut budget: usize) -> Result<()> {
+        let headroom = self.headroom();
         while budget > 0 && self.running.len() < self.cfg.max_num_seqs {
             let Some(&id) = self.waiting.front() else {
                 break;
@@ -152,7 +226,7 @@ impl Scheduler {
             let reserve = if self.running.is_empty() {
                 0
             } else {
-                self.reserve_blocks()
+                self.reserve_blocks(headroom)
             };
             if !self
                 .kv
@@ -204,7 +278,14 @@ impl Scheduler {
     }
 
     /// Removes a finished or aborted sequence from the queues and frees its K/V.
-    pub(crate) fn retire(&mut self, id: SeqId) -> Result<()> {
+    pub(crate) fn retire(&mut self, id: SeqId, aborted: bool) -> Result<()> {
+        if !aborted {
+            let s = &self.seqs[&id];
+            let output = s.tokens.len() - s.prompt_len;
+            self.finished += 1;
+            self.finished_output += output as u64;
+            self.min_output = self.min_output.min(output);
+        }
         if let Some(j) = self.running.iter().position(|&s| s == id) {
             self.running.remove(j);
             self.kv.free(id)?;

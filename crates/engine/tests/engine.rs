@@ -108,6 +108,38 @@ fn a_burst_at_a_tight_budget_does_not_storm() {
 }
 
 #[test]
+fn the_admission_headroom_follows_the_output_lengths() {
+    // 40 short prompts with 6-token outputs; a 1024-token pool; a prior headroom of 8
+    // blocks (128 tokens) per running sequence, far more than any sequence will use.
+    let ps: Vec<Vec<u32>> = (0..40u32)
+        .map(|i| (0..10).map(|j| (i * 7 + j) % 60 + 2).collect())
+        .collect();
+    let running_peak = |percent: usize| {
+        let mut cfg = config(KvPolicy::Paged, 1024, 16);
+        cfg.scheduler.headroom_blocks = 8;
+        cfg.scheduler.headroom_percent = percent;
+        let mut e = Engine::new(Mock::new(MAX_LEN), cfg).unwrap();
+        e.generate(&ps, &params(6)).unwrap();
+        e.check_invariants().unwrap();
+        assert_eq!(e.totals().preemptions, 0);
+        let steps = e.step_metrics();
+        (
+            steps[0].running,
+            steps.iter().map(|s| s.running).max().unwrap(),
+        )
+    };
+    // Before anything finishes, the prior holds the first wave to 1024 / (16 + 128) ~ 7.
+    let (first, peak) = running_peak(20);
+    assert!(first <= 8, "first wave {first}");
+    // Once sequences finish, the estimated mean output (~6 tokens, one block of headroom)
+    // lets many more run at once...
+    assert!(peak >= 2 * first, "peak {peak} vs first wave {first}");
+    // ...while a headroom of 30x the mean output stays near the prior's wave.
+    let (_, cautious) = running_peak(3000);
+    assert!(cautious < peak, "{cautious} vs {peak}");
+}
+
+#[test]
 fn prefix_cache_hits_produce_the_same_tokens() {
     let system: Vec<u32> = (0..64).map(|i| i % 50 + 2).collect();
     let ps: Vec<Vec<u32>> = (0..8u32)

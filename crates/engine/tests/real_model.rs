@@ -38,6 +38,7 @@ fn generate(
             max_num_seqs: 32,
             max_num_batched_tokens: 64,
             headroom_blocks: 1,
+            headroom_percent: 20,
         },
     };
     let mut e = Engine::new(exec, cfg).unwrap();

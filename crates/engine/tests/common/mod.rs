@@ -113,6 +113,7 @@ pub fn config(policy: KvPolicy, tokens: u64, block_size: usize) -> EngineConfig 
             max_num_seqs: 64,
             max_num_batched_tokens: 96,
             headroom_blocks: 2,
+            headroom_percent: 20,
         },
     }
 }
