@@ -55,6 +55,14 @@ pub struct ServeArgs {
     /// GPU preset for simulated execution.
     #[arg(long, default_value = "a100-40gb:opt-13b")]
     gpu: String,
+    /// What-if for simulated execution: the share of peak FLOP/s the products reach,
+    /// instead of the preset's (0 < F <= 1).
+    #[arg(long)]
+    flops_efficiency: Option<f64>,
+    /// What-if for simulated execution: whether weight streaming and arithmetic overlap
+    /// (true) or add up (false), instead of the preset's.
+    #[arg(long)]
+    overlap: Option<bool>,
     /// Model for real execution: a .gguf file or a Hugging Face directory (default:
     /// models/SmolLM2-135M-Instruct.Q4_1.gguf if present, else SmolLM2-135M's shape with
     /// seeded random weights).
@@ -168,7 +176,25 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 names.join(", ")
             )
         })?;
-        model_name = preset.name.to_string();
+        let mut preset = preset.clone();
+        if let Some(f) = args.flops_efficiency {
+            if !(f > 0.0 && f <= 1.0) {
+                bail!("--flops-efficiency must be in (0, 1], not {f}");
+            }
+            preset.flops_efficiency = f;
+        }
+        if let Some(o) = args.overlap {
+            preset.overlap = o;
+        }
+        let preset = &preset;
+        model_name = if args.flops_efficiency.is_some() || args.overlap.is_some() {
+            format!(
+                "{} (FLOP efficiency {}, overlap {})",
+                preset.name, preset.flops_efficiency, preset.overlap
+            )
+        } else {
+            preset.name.to_string()
+        };
         kv_budget = args
             .kv_budget
             .as_deref()

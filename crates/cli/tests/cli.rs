@@ -47,6 +47,16 @@ fn bad_input_is_one_line_and_exit_2_for_benchmarks() {
     one_line_error(&out);
     let out = pagedattn(&["bench", "serve", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = pagedattn(&[
+        "bench",
+        "serve",
+        "--exec",
+        "simulated",
+        "--flops-efficiency",
+        "1.5",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains("--flops-efficiency"));
 }
 
 #[test]
