@@ -241,8 +241,8 @@ fn prefetch_part<L: Lanes, T>(isa: L, s: &[T], part: usize, parts: usize) {
     // per byte, the fill buffers run out, and the prefetches themselves stalled the loop
     // (the hottest instructions of a profile). Into L2, bf16 and f16 decode at 32 heads x
     // 128 ran ~5% faster (median over the decode points from 256 tokens; 16 x 1024 bf16:
-    // 12.2 -> 11.4 ms); f32 ran ~4% slower, so it
-    // keeps L1. Where `prefetch_l2` is a no-op (NEON, scalar) nothing changes.
+    // 12.2 -> 11.4 ms); f32 ran ~4% slower, so it keeps L1. Where `prefetch_l2` is a
+    // no-op (NEON, scalar) nothing changes.
     if size_of::<T>() < 4 {
         isa.prefetch_l2(s);
     } else {
