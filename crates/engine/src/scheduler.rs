@@ -28,7 +28,7 @@ use crate::sequence::{SeqState, Sequence};
 use pagedattn_kv::{BlockCopy, SeqId};
 use std::collections::{HashMap, VecDeque};
 
-/// Decode growth reserved per running sequence at admission, in tokens.
+/// Decode growth reserved per running sequence at admission.
 #[derive(Clone, Copy, Debug)]
 enum Headroom {
     /// Before any sequence has finished: a fixed number of blocks.
