@@ -63,6 +63,9 @@ pub struct GpuPreset {
     pub overlap: bool,
 }
 
+/// SmolLM2-135M's K/V per token: 30 layers x 3 KV heads x 64, K and V, bf16.
+const SMOLLM2_KV_BYTES_PER_TOKEN: u64 = 2 * 30 * 3 * 64 * 2;
+
 /// The presets, by name.
 pub const PRESETS: [GpuPreset; 3] = [
     GpuPreset {
@@ -120,10 +123,9 @@ pub const PRESETS: [GpuPreset; 3] = [
         params: 134.5e6,
         layers: 30,
         hidden: 576,
-        // 3 KV heads x 64, K and V, bf16.
-        kv_bytes_per_token: 2 * 30 * 3 * 64 * 2,
+        kv_bytes_per_token: SMOLLM2_KV_BYTES_PER_TOKEN,
         // 3 x 2048 tokens, the real benchmark's default budget.
-        kv_budget_bytes: 3 * 2048 * 2 * 30 * 3 * 64 * 2,
+        kv_budget_bytes: 3 * 2048 * SMOLLM2_KV_BYTES_PER_TOKEN,
         vocab_size: 49_152,
         max_model_len: 2048,
         overlap: false,

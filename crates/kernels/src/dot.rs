@@ -59,10 +59,7 @@ fn scores_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
             for r in 0..R {
                 v[r][t] = a[r];
             }
-            if let Some((k2, v2)) = prefetch {
-                prefetch_part(isa, k2, j + t, n);
-                prefetch_part(isa, v2, j + t, n);
-            }
+            prefetch_key(isa, prefetch, j + t, n);
         }
         for (r, vr) in v.iter().enumerate() {
             let sums = isa.hsum4(*vr);
@@ -79,10 +76,7 @@ fn scores_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
         for (r, &ar) in a.iter().enumerate() {
             s[(r0 + r) * sp + j] = isa.reduce_add(ar) + tail(r, kr);
         }
-        if let Some((k2, v2)) = prefetch {
-            prefetch_part(isa, k2, j, n);
-            prefetch_part(isa, v2, j, n);
-        }
+        prefetch_key(isa, prefetch, j, n);
         j += 1;
     }
 }
@@ -226,6 +220,15 @@ macro_rules! by_rows {
             }
         }
     }};
+}
+
+/// While key `j` of `n` computes, its share of the K and V tiles ahead (if any).
+#[inline(always)]
+fn prefetch_key<L: Lanes, T>(isa: L, ahead: Option<(&[T], &[T])>, j: usize, n: usize) {
+    if let Some((k2, v2)) = ahead {
+        prefetch_part(isa, k2, j, n);
+        prefetch_part(isa, v2, j, n);
+    }
 }
 
 /// Prefetches part `part` of `parts` of `s`: spreading the next tile's prefetches over
