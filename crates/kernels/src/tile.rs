@@ -34,16 +34,22 @@ pub(crate) struct RunCtx<'a> {
 }
 
 impl RunCtx<'_> {
-    /// Query vector of row `r` (token `r / group`, head `kv_head * group + r % group`), or
-    /// `None` for a padding row.
+    /// Index in `q` of row `r`'s query vector (see [`RunCtx::query_row`]).
     #[inline(always)]
-    pub(crate) fn query_row(&self, seq: &SeqWork, kv_head: usize, r: usize) -> Option<&[f32]> {
+    pub(crate) fn query_row_start(&self, seq: &SeqWork, kv_head: usize, r: usize) -> Option<usize> {
         let t = r / self.group;
         if t >= seq.q_len {
             return None;
         }
         let head = kv_head * self.group + r % self.group;
-        let at = ((seq.q_start + t) * self.num_heads + head) * self.head_dim;
+        Some(((seq.q_start + t) * self.num_heads + head) * self.head_dim)
+    }
+
+    /// Query vector of row `r` (token `r / group`, head `kv_head * group + r % group`), or
+    /// `None` for a padding row.
+    #[inline(always)]
+    pub(crate) fn query_row(&self, seq: &SeqWork, kv_head: usize, r: usize) -> Option<&[f32]> {
+        let at = self.query_row_start(seq, kv_head, r)?;
         Some(&self.q[at..at + self.head_dim])
     }
 
@@ -69,6 +75,9 @@ pub(crate) struct Scratch {
     pub m: Vec<f32>,
     pub l: Vec<f32>,
     pub lim: Vec<usize>,
+    /// Per group of rows (rows shape): the smallest causal limit among its rows; tiles
+    /// that end there or before need no mask.
+    pub min_lim: Vec<usize>,
     /// Per-row softmax rescale factors of the current tile (dot shape).
     pub corr: Vec<f32>,
 }

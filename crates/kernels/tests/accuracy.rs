@@ -107,6 +107,25 @@ fn prefill_and_chunked_prefill_over_a_cached_prefix() {
 }
 
 #[test]
+fn prefill_with_head_dims_off_the_vector_width() {
+    // Head sizes that leave a remainder after every vector and register block of the
+    // rows shape (pairs of row groups, 8 value elements per pass), on both the paired
+    // and the single-group path (an odd number of 16-row groups).
+    let lens = [(75, 75), (40, 17), (3, 3)];
+    for (head_dim, heads) in [(36, 3), (20, 4), (13, 2), (100, 1)] {
+        for dtype in [DType::F32, DType::Bf16] {
+            let seed = 40 + head_dim as u64;
+            check(
+                &shape(heads, 1, head_dim, 16, dtype),
+                &lens,
+                seed,
+                SplitPolicy::Off,
+            );
+        }
+    }
+}
+
+#[test]
 fn split_k_merges_to_the_same_result() {
     let lens = [(1999, 1), (1500, 1), (800, 20)];
     for split in [

@@ -9,11 +9,12 @@ use std::arch::x86_64::{
     __m512, __mmask16, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_castps512_ps128,
     _mm512_castsi512_ps, _mm512_cmp_ps_mask, _mm512_cvtepu16_epi32, _mm512_cvtph_ps,
     _mm512_cvtps_epi32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_blend_ps,
-    _mm512_max_ps, _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps,
-    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_f32x4,
-    _mm512_shuffle_ps, _mm512_slli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm512_unpackhi_epi16,
-    _mm512_unpackhi_ps, _mm512_unpacklo_epi16, _mm512_unpacklo_ps, _mm_prefetch, _mm_storeu_ps,
-    _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
+    _mm512_mask_i32gather_ps, _mm512_max_ps, _mm512_mul_ps, _mm512_reduce_add_ps,
+    _mm512_reduce_max_ps, _mm512_roundscale_ps, _mm512_set1_epi32, _mm512_set1_ps,
+    _mm512_setzero_ps, _mm512_setzero_si512, _mm512_shuffle_f32x4, _mm512_shuffle_ps,
+    _mm512_slli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm512_unpackhi_epi16, _mm512_unpackhi_ps,
+    _mm512_unpacklo_epi16, _mm512_unpacklo_ps, _mm_prefetch, _mm_storeu_ps, _CMP_LT_OQ,
+    _MM_HINT_T0, _MM_HINT_T1,
 };
 
 /// Token for AVX-512F/BW/VL + FMA + F16C. Created only in [`run_unit`], which is compiled
@@ -24,6 +25,7 @@ pub(crate) struct Avx512(());
 
 impl Lanes for Avx512 {
     const W: usize = 16;
+    const PAIR_GROUPS: bool = true;
     type V = __m512;
     type M = __mmask16;
 
@@ -187,6 +189,51 @@ impl Lanes for Avx512 {
             i += 16;
         }
         widen_tail(&src[i..], &mut dst[i..], true);
+    }
+    #[inline(always)]
+    fn transpose_rows(
+        self,
+        q: &[f32],
+        starts: &[Option<usize>],
+        d: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        assert!(out.len() >= d * 16);
+        let Some(base) = starts.iter().take(16).flatten().copied().min() else {
+            out[..d * 16].fill(0.0);
+            return;
+        };
+        let mut idx = [0i32; 16];
+        let mut mask: __mmask16 = 0;
+        for (lane, s) in starts.iter().take(16).enumerate() {
+            if let Some(s) = *s {
+                assert!(s + d <= q.len());
+                let Ok(i) = i32::try_from(s - base) else {
+                    // Rows too far apart for 32-bit offsets (a query buffer of gigabytes).
+                    return super::transpose_rows_scalar(16, q, starts, (d, scale), out);
+                };
+                idx[lane] = i;
+                mask |= 1 << lane;
+            }
+        }
+        // SAFETY: the token proves AVX-512F. Every active lane reads `q[s + dd]` with
+        // `s + d <= q.len()` (asserted above) and `base + dd <= s + dd`, so the base pointer
+        // and every gathered address stay inside `q`; masked-off lanes read nothing. The
+        // stores write `out[dd * 16 .. dd * 16 + 16]`, inside the asserted length.
+        unsafe {
+            let vi = _mm512_loadu_si512(idx.as_ptr().cast());
+            let sc = _mm512_set1_ps(scale);
+            for dd in 0..d {
+                let g = _mm512_mask_i32gather_ps::<4>(
+                    _mm512_setzero_ps(),
+                    mask,
+                    vi,
+                    q.as_ptr().add(base + dd),
+                );
+                _mm512_storeu_ps(out.as_mut_ptr().add(dd * 16), _mm512_mul_ps(g, sc));
+            }
+        }
     }
     #[inline(always)]
     fn prefetch<T>(self, s: &[T]) {

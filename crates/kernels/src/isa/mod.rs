@@ -136,6 +136,9 @@ impl fmt::Display for Isa {
 pub(crate) trait Lanes: Copy {
     /// f32 lanes per vector.
     const W: usize;
+    /// Whether the rows shape computes two groups of `W` rows per pass over a tile (needs
+    /// about 20 vector registers: 32-register ISAs only).
+    const PAIR_GROUPS: bool = false;
     /// A vector of `W` f32.
     type V: Copy;
     /// A lane mask.
@@ -186,6 +189,19 @@ pub(crate) trait Lanes: Copy {
     fn widen_f16(self, src: &[u16], dst: &mut [f32]);
     /// Widens bfloat16 bit patterns; `dst.len() == src.len()`.
     fn widen_bf16(self, src: &[u16], dst: &mut [f32]);
+    /// Transposes up to `W` query rows into `W`-lane vectors, scaled:
+    /// `out[dd * W + lane] = q[starts[lane] + dd] * scale` for `dd < d`; lanes whose start is
+    /// `None` or missing get 0. Panics if a row or `out` is too short.
+    fn transpose_rows(
+        self,
+        q: &[f32],
+        starts: &[Option<usize>],
+        d: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        transpose_rows_scalar(Self::W, q, starts, (d, scale), out);
+    }
     /// Hints that `s` will be read soon (no-op where unsupported).
     fn prefetch<T>(self, s: &[T]);
     /// Hints that `s` will be read later: fetched into the second-level cache only, so it
@@ -194,6 +210,25 @@ pub(crate) trait Lanes: Copy {
 
     fn zero(self) -> Self::V {
         self.splat(0.0)
+    }
+}
+
+/// [`Lanes::transpose_rows`] one element at a time, for any width `w`.
+pub(crate) fn transpose_rows_scalar(
+    w: usize,
+    q: &[f32],
+    starts: &[Option<usize>],
+    (d, scale): (usize, f32),
+    out: &mut [f32],
+) {
+    let rows: Vec<Option<&[f32]>> = (0..w)
+        .map(|lane| starts.get(lane).copied().flatten().map(|s| &q[s..s + d]))
+        .collect();
+    // Contiguous writes (strided writes vectorise into slow scatters).
+    for (dd, oc) in out[..d * w].chunks_exact_mut(w).enumerate() {
+        for (x, r) in oc.iter_mut().zip(&rows) {
+            *x = r.map_or(0.0, |r| r[dd] * scale);
+        }
     }
 }
 
