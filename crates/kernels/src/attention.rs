@@ -315,14 +315,16 @@ fn run<T: KvElem, S: KvSource<T>>(
             SCRATCH.with(|s| run_one(call.isa, &ctx, src, unit, &mut s.borrow_mut(), o));
         };
         // Handing work to the pool and waiting costs a wake-up and a context switch
-        // (~10 us); with one thread or one unit there is nothing to gain from it.
-        if shape.threads <= 1 || plan.units.len() <= 1 {
+        // (~4-10 us); with one thread, one unit or a call that computes in about that
+        // time on one thread there is nothing to gain from it.
+        if shape.threads <= 1 || plan.units.len() <= 1 || plan.work <= SERIAL_WORK {
             plan.units.iter().zip(slices).for_each(one);
         } else {
             plan.units.par_iter().zip(slices).for_each(one);
         }
         finalize(
             &plan,
+            shape.threads <= 1 || plan.work <= SERIAL_WORK,
             works,
             shape,
             cfg.num_heads,
@@ -332,6 +334,13 @@ fn run<T: KvElem, S: KvSource<T>>(
         cell.set(partial);
     });
 }
+
+/// Calls with at most this many multiply-adds per score pass (query rows x positions read
+/// x `head_dim`, summed over units) run on the calling thread: about 8 us of decode on one
+/// core of the reference machine (one sequence of 16 tokens at 32 heads x 128), where
+/// waking a second thread cost as much as it saved (median of 2 threads 11.9 us against
+/// 8.2 us on one; at four times the work both took 33 us).
+const SERIAL_WORK: usize = 1 << 17;
 
 thread_local! {
     /// Per worker thread: tile buffers, kept across units and calls (a decode call is

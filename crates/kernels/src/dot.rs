@@ -36,20 +36,12 @@ fn scores_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
     n: usize,
     d: usize,
     (s, sp): (&mut [f32], usize),
-    prefetch: Option<(&[T], &[T])>,
+    ahead: &mut Option<Ahead<'_, T>>,
 ) {
     let w = L::W;
     let d = if D > 0 { D } else { d };
     let full = d / w;
     let q = &q[r0 * dp..(r0 + R) * dp];
-    // The elements past the last whole vector (head sizes that are not a multiple of W).
-    let tail = |r: usize, kr: &[T]| {
-        let mut x = 0.0;
-        for dd in full * w..d {
-            x += q[r * dp + dd] * kr[dd].to_f32();
-        }
-        x
-    };
     let mut j = 0;
     // Four keys at a time: their horizontal sums share one shuffle tree per row.
     while j + 4 <= n {
@@ -59,13 +51,13 @@ fn scores_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
             for r in 0..R {
                 v[r][t] = a[r];
             }
-            prefetch_key(isa, prefetch, j + t, n);
+            prefetch_key(isa, ahead);
         }
         for (r, vr) in v.iter().enumerate() {
             let sums = isa.hsum4(*vr);
             for (t, &x) in sums.iter().enumerate() {
                 let kr = &k[(j + t) * d..(j + t + 1) * d];
-                s[(r0 + r) * sp + j + t] = x + tail(r, kr);
+                s[(r0 + r) * sp + j + t] = x + dot_tail(&q[r * dp..], kr, full * w, d);
             }
         }
         j += 4;
@@ -74,9 +66,9 @@ fn scores_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
         let kr = &k[j * d..(j + 1) * d];
         let a = key_dot::<L, T, R>(isa, q, dp, kr, full);
         for (r, &ar) in a.iter().enumerate() {
-            s[(r0 + r) * sp + j] = isa.reduce_add(ar) + tail(r, kr);
+            s[(r0 + r) * sp + j] = isa.reduce_add(ar) + dot_tail(&q[r * dp..], kr, full * w, d);
         }
-        prefetch_key(isa, prefetch, j, n);
+        prefetch_key(isa, ahead);
         j += 1;
     }
 }
@@ -193,6 +185,77 @@ fn axpy_rows<L: Lanes, T: KvElem, const D: usize, const R: usize>(
     }
 }
 
+/// [`axpy_rows`] with every accumulator of the `R` rows in registers (`CH` vectors per
+/// row, `d == CH * W`): keys outer, so each FMA chain advances once per key and the
+/// `R * CH` chains run side by side (the chunked loop of `axpy_rows` has two chains per
+/// row and waits on FMA latency when `R` is small).
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+fn axpy_regs<L: Lanes, T: KvElem, const R: usize, const CH: usize>(
+    isa: L,
+    (acc, dp, r0): (&mut [f32], usize, usize),
+    corr: &[f32],
+    (p, sp): (&[f32], usize),
+    v: &[T],
+    n: usize,
+    d: usize,
+) {
+    let w = L::W;
+    let acc = &mut acc[r0 * dp..(r0 + R) * dp];
+    let p = &p[r0 * sp..(r0 + R) * sp];
+    let mut a = [[isa.zero(); CH]; R];
+    for r in 0..R {
+        let cr = isa.splat(corr[r0 + r]);
+        for c in 0..CH {
+            let at = r * dp + c * w;
+            a[r][c] = isa.mul(isa.load(&acc[at..at + w]), cr);
+        }
+    }
+    for (j, vj) in v.chunks_exact(d).take(n).enumerate() {
+        let vj = &vj[..CH * w];
+        let mut pj = [isa.zero(); R];
+        for r in 0..R {
+            pj[r] = isa.splat(p[r * sp + j]);
+        }
+        for c in 0..CH {
+            let x = load_t(isa, &vj[c * w..(c + 1) * w]);
+            for r in 0..R {
+                a[r][c] = isa.fma(pj[r], x, a[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..CH {
+            let at = r * dp + c * w;
+            isa.store(&mut acc[at..at + w], a[r][c]);
+        }
+    }
+}
+
+/// `acc += p V` for rows `r0 .. r0 + R`: in registers ([`axpy_regs`]) where the rows'
+/// accumulators fit (at most 16 vectors on 32-register ISAs, 8 otherwise), else chunked
+/// ([`axpy_rows`]). The choice depends on the shape only.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn axpy<L: Lanes, T: KvElem, const D: usize, const R: usize>(
+    isa: L,
+    rows: (&mut [f32], usize, usize),
+    corr: &[f32],
+    ps: (&[f32], usize),
+    v: &[T],
+    n: usize,
+    d: usize,
+) {
+    let budget = if L::PAIR_GROUPS { 16 } else { 8 };
+    let whole = D > 0 && D.is_multiple_of(L::W);
+    match D / L::W {
+        8 if whole && R * 8 <= budget => axpy_regs::<L, T, R, 8>(isa, rows, corr, ps, v, n, D),
+        4 if whole && R * 4 <= budget => axpy_regs::<L, T, R, 4>(isa, rows, corr, ps, v, n, D),
+        2 if whole && R * 2 <= budget => axpy_regs::<L, T, R, 2>(isa, rows, corr, ps, v, n, D),
+        _ => axpy_rows::<L, T, D, R>(isa, rows, corr, ps, v, n, d),
+    }
+}
+
 /// Calls `$f::<R>` over rows `0..rows` in chunks of 4, then one chunk of 3, 2 or 1: every
 /// chunk rereads the tile, so three rows (a GQA group of 3) take one pass, not two.
 macro_rules! by_rows {
@@ -222,42 +285,69 @@ macro_rules! by_rows {
     }};
 }
 
-/// While key `j` of `n` computes, its share of the K and V tiles ahead (if any).
+/// `sum q[dd] * k[dd]` over `from..d`: the elements past the last whole vector (head sizes
+/// that are not a multiple of `W`; empty otherwise). A plain function, not a closure, so it
+/// inlines into the caller's target features.
 #[inline(always)]
-fn prefetch_key<L: Lanes, T>(isa: L, ahead: Option<(&[T], &[T])>, j: usize, n: usize) {
-    if let Some((k2, v2)) = ahead {
-        prefetch_part(isa, k2, j, n);
-        prefetch_part(isa, v2, j, n);
+fn dot_tail<T: KvElem>(q: &[f32], k: &[T], from: usize, d: usize) -> f32 {
+    let mut x = 0.0;
+    for dd in from..d {
+        x += q[dd] * k[dd].to_f32();
+    }
+    x
+}
+
+/// The K and V tile ahead, cut into one piece per key of the current tile: spreading the
+/// prefetches over the current tile's keys keeps a steady number of misses in flight
+/// instead of flooding the fill buffers at once.
+pub(crate) struct Ahead<'a, T> {
+    k: std::slice::Chunks<'a, T>,
+    v: std::slice::Chunks<'a, T>,
+}
+
+impl<'a, T> Ahead<'a, T> {
+    /// Pieces of `(k, v)` for a tile of `keys` keys.
+    fn new((k, v): (&'a [T], &'a [T]), keys: usize) -> Self {
+        let keys = keys.max(1);
+        Self {
+            k: k.chunks(k.len().div_ceil(keys).max(1)),
+            v: v.chunks(v.len().div_ceil(keys).max(1)),
+        }
     }
 }
 
-/// Prefetches part `part` of `parts` of `s`: spreading the next tile's prefetches over
-/// the current tile's tokens keeps a steady number of misses in flight instead of
-/// flooding the fill buffers at once.
+/// While a key computes, the next piece of the K and V tiles ahead (if any).
 #[inline(always)]
-fn prefetch_part<L: Lanes, T>(isa: L, s: &[T], part: usize, parts: usize) {
-    let per = s.len().div_ceil(parts.max(1));
-    let begin = (part * per).min(s.len());
-    let s = &s[begin..(begin + per).min(s.len())];
-    // 16-bit tiles are prefetched into L2, f32 tiles into L1. A prefetch into L1 holds a
-    // fill buffer until its line arrives; with 16-bit K/V a tile computes in half the time
-    // per byte, the fill buffers run out, and the prefetches themselves stalled the loop
-    // (the hottest instructions of a profile). Into L2, bf16 and f16 decode at 32 heads x
-    // 128 ran ~5% faster (median over the decode points from 256 tokens; 16 x 1024 bf16:
-    // 12.2 -> 11.4 ms); f32 ran ~4% slower, so it keeps L1. Where `prefetch_l2` is a
-    // no-op (NEON, scalar) nothing changes.
-    if size_of::<T>() < 4 {
-        isa.prefetch_l2(s);
-    } else {
-        isa.prefetch(s);
+fn prefetch_key<L: Lanes, T>(isa: L, ahead: &mut Option<Ahead<'_, T>>) {
+    if let Some(a) = ahead {
+        if let Some(k) = a.k.next() {
+            prefetch_piece(isa, k);
+        }
+        if let Some(v) = a.v.next() {
+            prefetch_piece(isa, v);
+        }
     }
 }
 
-/// How far ahead the dot shape prefetches, in bytes of K (and as much V): two f32 tiles of
-/// 16 tokens x 128. A tile's compute is shorter than a DRAM round trip plus the time the
-/// prefetches wait for fill buffers, and with 16-bit storage or smaller heads a tile is
-/// smaller and computes sooner, so the distance is counted in bytes, not tiles.
-const PREFETCH_BYTES: usize = 16 << 10;
+/// Prefetches one piece of a tile ahead, into L1. (16-bit tiles went to L2 for a while:
+/// when the value loop still waited on FMA latency, L1 prefetches at a 16 KiB distance
+/// held every fill buffer and stalled the loop. With the register-resident value loop and
+/// an 8 KiB distance, L1 was as fast for f16 and faster for bf16 — bench kernels --quick,
+/// bf16 16 x 1024 paged 11.23-11.31 ms against 11.58-11.69 — and the paged/contiguous
+/// ratio at that point went from 1.02-1.04 to 0.98-1.00.)
+#[inline(always)]
+fn prefetch_piece<L: Lanes, T>(isa: L, s: &[T]) {
+    isa.prefetch(s);
+}
+
+/// How far ahead the dot shape prefetches, in bytes of K (and as much V): one f32 tile of
+/// 16 tokens x 128 (two bf16 tiles). With 16-bit storage or smaller heads a tile is
+/// smaller and computes sooner, so the distance is counted in bytes, not tiles. 16 KiB was
+/// best while the value loop waited on FMA latency; once it kept every accumulator in
+/// registers, 4-8 KiB read DRAM faster on both paged and contiguous runs (bench kernels
+/// --quick, alternating runs: f32 16 x 1024 19.4 ms at 8 KiB against 19.8-20.4 at 16 KiB,
+/// bf16 11.4-11.5 against 11.5-11.8, and 32 KiB slower still).
+const PREFETCH_BYTES: usize = 8 << 10;
 
 /// The dot shape: few rows, vectors along `head_dim`, K/V read (and widened) straight
 /// from the tile.
@@ -320,22 +410,23 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
         let pos0 = tile * bs;
         let n = bs.min(seq.read_len - pos0);
         let (kt, vt) = src.tile(unit.seq, unit.kv_head, tile, n);
-        let next = (tile + ahead < end).then(|| {
+        // The first pass over the rows prefetches the tile `ahead` tiles on.
+        let mut pf = (tile + ahead < end).then(|| {
             let at = (tile + ahead) * bs;
-            src.tile(
+            let next = src.tile(
                 unit.seq,
                 unit.kv_head,
                 tile + ahead,
                 bs.min(seq.read_len - at),
-            )
+            );
+            Ahead::new(next, n)
         });
-        let pf = |first: bool| if first { next } else { None };
         by_rows!(
             rows,
-            |r0, first| scores_rows::<L, T, D, 4>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first)),
-            scores_rows::<L, T, D, 3>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first)),
-            scores_rows::<L, T, D, 2>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first)),
-            scores_rows::<L, T, D, 1>(isa, (q, dp, r0), kt, n, d, (s, sp), pf(first))
+            |r0, _first| scores_rows::<L, T, D, 4>(isa, (q, dp, r0), kt, n, d, (s, sp), &mut pf),
+            scores_rows::<L, T, D, 3>(isa, (q, dp, r0), kt, n, d, (s, sp), &mut pf),
+            scores_rows::<L, T, D, 2>(isa, (q, dp, r0), kt, n, d, (s, sp), &mut pf),
+            scores_rows::<L, T, D, 1>(isa, (q, dp, r0), kt, n, d, (s, sp), &mut pf)
         );
         for i in 0..rows {
             let valid = lim[i].saturating_sub(pos0).min(n);
@@ -356,7 +447,8 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
                 corr[i] = 1.0;
                 continue;
             }
-            corr[i] = (m[i] - m_new).exp();
+            // The vector exp (a libm call per row and tile showed up in profiles).
+            corr[i] = isa.reduce_max(exp(isa, isa.splat(m[i] - m_new)));
             let mv = isa.splat(m_new);
             for c in (0..sp).step_by(w) {
                 let x = isa.load(&si[c..c + w]);
@@ -375,10 +467,10 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
         }
         by_rows!(
             rows,
-            |r0, _first| axpy_rows::<L, T, D, 4>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
-            axpy_rows::<L, T, D, 3>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
-            axpy_rows::<L, T, D, 2>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
-            axpy_rows::<L, T, D, 1>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d)
+            |r0, _first| axpy::<L, T, D, 4>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
+            axpy::<L, T, D, 3>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
+            axpy::<L, T, D, 2>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
+            axpy::<L, T, D, 1>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d)
         );
     }
     for i in 0..rows {

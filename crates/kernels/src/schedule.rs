@@ -71,6 +71,9 @@ pub(crate) struct Plan {
     /// Per sequence: index of its first unit, rows per block, row blocks, splits.
     layout: Vec<(usize, usize, usize, usize)>,
     pub partial_len: usize,
+    /// Multiply-adds of one score pass over all units (rows x positions x head_dim): the
+    /// size of the call, for deciding whether threads pay.
+    pub work: usize,
 }
 
 /// Geometry the planner needs.
@@ -100,6 +103,7 @@ pub(crate) fn plan(seqs: &[SeqWork], shape: PlanShape, policy: SplitPolicy) -> P
     let mut units = Vec::new();
     let mut layout = Vec::with_capacity(seqs.len());
     let mut offset = 0;
+    let mut work = 0usize;
     for (i, s) in seqs.iter().enumerate() {
         let rows = s.q_rows * shape.group;
         let rpb = rows_per_block(s);
@@ -115,6 +119,11 @@ pub(crate) fn plan(seqs: &[SeqWork], shape: PlanShape, policy: SplitPolicy) -> P
                 target.div_ceil(base_units).min(tiles / min_tiles).max(1)
             }
         };
+        work = work.saturating_add(
+            (rows * shape.num_kv_heads)
+                .saturating_mul(s.read_len)
+                .saturating_mul(shape.head_dim),
+        );
         layout.push((units.len(), rpb, blocks, splits));
         for kv_head in 0..shape.num_kv_heads {
             for b in 0..blocks {
@@ -138,6 +147,7 @@ pub(crate) fn plan(seqs: &[SeqWork], shape: PlanShape, policy: SplitPolicy) -> P
         units,
         layout,
         partial_len: offset,
+        work,
     }
 }
 
@@ -160,6 +170,7 @@ pub(crate) fn unit_slices<'a>(
 /// (`[tokens, num_heads, head_dim]`). Tokens no sequence covers are left untouched.
 pub(crate) fn finalize(
     plan: &Plan,
+    serial: bool,
     seqs: &[SeqWork],
     shape: PlanShape,
     num_heads: usize,
@@ -220,9 +231,9 @@ pub(crate) fn finalize(
             }
         }
     };
-    // Merging is a pass over the output; below ~64K elements a second parallel dispatch
-    // costs more than it saves.
-    if out.len() < 1 << 16 {
+    // Merging is a pass over the output; below ~64K elements (or where the units ran on
+    // one thread) a second parallel dispatch costs more than it saves.
+    if serial || out.len() < 1 << 16 {
         out.chunks_mut(num_heads * d)
             .zip(owner.iter())
             .enumerate()
