@@ -336,11 +336,14 @@ fn run<T: KvElem, S: KvSource<T>>(
 }
 
 /// Calls with at most this many multiply-adds per score pass (query rows x positions read
-/// x `head_dim`, summed over units) run on the calling thread: about 8 us of decode on one
-/// core of the reference machine (one sequence of 16 tokens at 32 heads x 128), where
-/// waking a second thread cost as much as it saved (median of 2 threads 11.9 us against
-/// 8.2 us on one; at four times the work both took 33 us).
-const SERIAL_WORK: usize = 1 << 17;
+/// x `head_dim`, summed over units) run on the calling thread: one sequence of 16 tokens
+/// at 32 heads x 128 (512 KiB of f32 K/V). From L2 such a call takes 8 us on one core,
+/// where waking a second thread cost as much as it saved (11.9 us in the pool on two).
+/// Twice that work was still faster on one core from L2 (16 us) but took 30-34 us when
+/// its K/V came from the last-level cache (bench kernels, decode 1 x 32, whose three
+/// layouts together outgrow L2) — one core's share of LLC bandwidth — which is where a
+/// model's K/V come from.
+const SERIAL_WORK: usize = 1 << 16;
 
 thread_local! {
     /// Per worker thread: tile buffers, kept across units and calls (a decode call is
