@@ -317,14 +317,15 @@ fn run<T: KvElem, S: KvSource<T>>(
         // Handing work to the pool and waiting costs a wake-up and a context switch
         // (~4-10 us); with one thread, one unit or a call that computes in about that
         // time on one thread there is nothing to gain from it.
-        if shape.threads <= 1 || plan.units.len() <= 1 || plan.work <= SERIAL_WORK {
+        let serial = shape.threads <= 1 || plan.work <= SERIAL_WORK;
+        if serial || plan.units.len() <= 1 {
             plan.units.iter().zip(slices).for_each(one);
         } else {
             plan.units.par_iter().zip(slices).for_each(one);
         }
         finalize(
             &plan,
-            shape.threads <= 1 || plan.work <= SERIAL_WORK,
+            serial,
             works,
             shape,
             cfg.num_heads,

@@ -259,10 +259,9 @@ fn axpy<L: Lanes, T: KvElem, const D: usize, const R: usize>(
 /// Calls `$f::<R>` over rows `0..rows` in chunks of 4, then one chunk of 3, 2 or 1: every
 /// chunk rereads the tile, so three rows (a GQA group of 3) take one pass, not two.
 macro_rules! by_rows {
-    ($rows:expr, |$r0:ident, $first:ident| $body4:expr, $body3:expr, $body2:expr, $body1:expr) => {{
+    ($rows:expr, |$r0:ident| $body4:expr, $body3:expr, $body2:expr, $body1:expr) => {{
         let mut $r0 = 0;
         while $r0 < $rows {
-            let $first = $r0 == 0;
             match $rows - $r0 {
                 1 => {
                     $body1;
@@ -316,28 +315,23 @@ impl<'a, T> Ahead<'a, T> {
     }
 }
 
-/// While a key computes, the next piece of the K and V tiles ahead (if any).
+/// While a key computes, the next piece of the K and V tiles ahead (if any), into L1.
+/// (16-bit tiles went to L2 for a while: when the value loop still waited on FMA latency,
+/// L1 prefetches at a 16 KiB distance held every fill buffer and stalled the loop. With
+/// the register-resident value loop and an 8 KiB distance, L1 was as fast for f16 and
+/// faster for bf16 — bench kernels --quick, bf16 16 x 1024 paged 11.23-11.31 ms against
+/// 11.58-11.69 — and the paged/contiguous ratio at that point went from 1.02-1.04 to
+/// 0.98-1.00.)
 #[inline(always)]
 fn prefetch_key<L: Lanes, T>(isa: L, ahead: &mut Option<Ahead<'_, T>>) {
     if let Some(a) = ahead {
         if let Some(k) = a.k.next() {
-            prefetch_piece(isa, k);
+            isa.prefetch(k);
         }
         if let Some(v) = a.v.next() {
-            prefetch_piece(isa, v);
+            isa.prefetch(v);
         }
     }
-}
-
-/// Prefetches one piece of a tile ahead, into L1. (16-bit tiles went to L2 for a while:
-/// when the value loop still waited on FMA latency, L1 prefetches at a 16 KiB distance
-/// held every fill buffer and stalled the loop. With the register-resident value loop and
-/// an 8 KiB distance, L1 was as fast for f16 and faster for bf16 — bench kernels --quick,
-/// bf16 16 x 1024 paged 11.23-11.31 ms against 11.58-11.69 — and the paged/contiguous
-/// ratio at that point went from 1.02-1.04 to 0.98-1.00.)
-#[inline(always)]
-fn prefetch_piece<L: Lanes, T>(isa: L, s: &[T]) {
-    isa.prefetch(s);
 }
 
 /// How far ahead the dot shape prefetches, in bytes of K (and as much V): one f32 tile of
@@ -423,7 +417,7 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
         });
         by_rows!(
             rows,
-            |r0, _first| scores_rows::<L, T, D, 4>(isa, (q, dp, r0), kt, n, d, (s, sp), &mut pf),
+            |r0| scores_rows::<L, T, D, 4>(isa, (q, dp, r0), kt, n, d, (s, sp), &mut pf),
             scores_rows::<L, T, D, 3>(isa, (q, dp, r0), kt, n, d, (s, sp), &mut pf),
             scores_rows::<L, T, D, 2>(isa, (q, dp, r0), kt, n, d, (s, sp), &mut pf),
             scores_rows::<L, T, D, 1>(isa, (q, dp, r0), kt, n, d, (s, sp), &mut pf)
@@ -467,7 +461,7 @@ pub(crate) fn run_dot<L: Lanes, T: KvElem, S: KvSource<T>, const D: usize>(
         }
         by_rows!(
             rows,
-            |r0, _first| axpy::<L, T, D, 4>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
+            |r0| axpy::<L, T, D, 4>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
             axpy::<L, T, D, 3>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
             axpy::<L, T, D, 2>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d),
             axpy::<L, T, D, 1>(isa, (acc, dp, r0), corr, (s, sp), vt, n, d)
