@@ -15,7 +15,8 @@ pub fn run_policy<E: Executor>(
     mut on_finish: impl FnMut(usize),
 ) -> Result<PolicyReport, EngineError> {
     reset_peak_rss();
-    let mut engine = Engine::new(executor, config.clone())?;
+    // The report needs every finished sequence and every step.
+    let mut engine = Engine::new(executor, config.clone().with_history())?;
     let mut next = 0;
     let mut finished = 0;
     while next < reqs.len() || engine.has_unfinished() {

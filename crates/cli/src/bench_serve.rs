@@ -341,6 +341,7 @@ fn engine_config(args: &ServeArgs, policy: KvPolicy, kv_budget: u64) -> EngineCo
             headroom_blocks: args.headroom_blocks.unwrap_or(defaults.headroom_blocks),
             headroom_percent: args.headroom_percent.unwrap_or(defaults.headroom_percent),
         },
+        keep_history: true,
     }
 }
 

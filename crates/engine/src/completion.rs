@@ -4,11 +4,10 @@
 use crate::engine::{Engine, RequestOutput};
 use crate::error::{EngineError, Result};
 use crate::executor::Executor;
-use crate::metrics::SeqMetrics;
 use crate::request::{RequestId, SamplingParams};
+use crate::sampler::{Sampler, TokenLogprob};
 use crate::sequence::{FinishReason, SeqState, Sequence};
-use pagedattn_kv::SeqId;
-use pagedattn_model::Sampler;
+use pagedattn_kv::{SeqId, TokenId};
 
 impl<E: Executor> Engine<E> {
     /// Paged parallel sampling: when the first sequence of an `n > 1` request finishes its
@@ -20,30 +19,23 @@ impl<E: Executor> Engine<E> {
         now: f64,
         outputs: &mut Vec<RequestOutput>,
     ) -> Result<()> {
-        let p = &self.sched.seqs[&parent];
-        let forks = p.pending_forks;
+        let p = self.sched.seq(parent)?;
+        let request = p.request;
+        let Some(req) = self.requests.get_mut(&request) else {
+            return Ok(());
+        };
+        let forks = std::mem::take(&mut req.pending_forks);
         if forks == 0 {
             return Ok(());
         }
-        let (request, tokens, computed, prompt_len) =
-            (p.request, p.tokens.clone(), p.num_computed, p.prompt_len);
-        let seed = self.requests[&request].params.seed.unwrap_or(request.0);
-        let arrival = self.metrics[&parent].arrival;
-        self.sched
-            .seqs
-            .get_mut(&parent)
-            .expect("parent")
-            .pending_forks = 0;
-        let pos = self
-            .sched
-            .running
-            .iter()
-            .position(|&s| s == parent)
-            .expect("running");
+        let seed = request_seed(&req.params, request);
+        let p = self.sched.seq(parent)?;
+        let (tokens, computed, prompt_len) = (p.tokens.clone(), p.num_computed, p.prompt_len);
+        let mut metrics = p.metrics.clone();
         for index in 1..=forks {
             let sid = self.new_seq_id();
-            self.sched.kv.fork(parent, sid)?;
-            let mut seq = Sequence {
+            metrics.index = index;
+            let seq = Sequence {
                 id: sid,
                 request,
                 index,
@@ -52,22 +44,17 @@ impl<E: Executor> Engine<E> {
                 num_computed: computed,
                 num_emitted: 0,
                 state: SeqState::Waiting,
-                sampler: sampler(&self.requests[&request].params, seed, index, request)?,
-                pending_forks: 0,
+                sampler: Sampler::new(
+                    &self.requests[&request].params,
+                    seed.wrapping_add(index as u64),
+                ),
+                metrics: metrics.clone(),
             };
-            seq.set_state(SeqState::Running);
-            let mut m = new_metrics(&seq, arrival);
-            m.first_scheduled = self.metrics[&parent].first_scheduled;
-            self.metrics.insert(sid, m);
-            self.sched
-                .final_len
-                .insert(sid, prompt_len + self.requests[&request].params.max_tokens);
-            self.sched.seqs.insert(sid, seq);
-            self.sched.running.insert(pos + index, sid);
+            self.sched.fork(parent, seq, index)?;
             self.requests
                 .get_mut(&request)
-                .expect("request")
-                .seqs
+                .ok_or_else(|| EngineError::Internal(format!("request {request} vanished")))?
+                .live
                 .push(sid);
             self.emit_token(sid, logits, now, outputs)?;
         }
@@ -82,19 +69,26 @@ impl<E: Executor> Engine<E> {
         now: f64,
         outputs: &mut Vec<RequestOutput>,
     ) -> Result<()> {
-        let seq = self.sched.seqs.get_mut(&sid).expect("live sequence");
-        let params = &self.requests[&seq.request].params;
-        let token = match logits {
+        let eos = self.spec.eos_token_id;
+        let max_len = self.max_len;
+        let seq = self.sched.seq_mut(sid)?;
+        let params = &self
+            .requests
+            .get(&seq.request)
+            .ok_or_else(|| EngineError::Internal(format!("{sid} has no request")))?
+            .params;
+        let (token, logprob) = match logits {
             Some(l) => seq.sampler.sample(l),
-            None => 0, // simulated execution: contents do not matter, lengths are forced
+            None => (0, None), // simulated execution: contents do not matter, lengths are forced
         };
         seq.tokens.push(token);
+        seq.metrics.token_times.push(now);
         let out_len = seq.tokens.len() - seq.prompt_len;
-        let stop = (!params.ignore_eos && Some(token) == self.spec.eos_token_id)
-            || params.stop_token_ids.contains(&token);
+        let stop =
+            (!params.ignore_eos && Some(token) == eos) || params.stop_token_ids.contains(&token);
         let reason = if stop {
             Some(FinishReason::Stop)
-        } else if out_len >= params.max_tokens || seq.tokens.len() >= self.max_len {
+        } else if out_len >= params.max_tokens || seq.tokens.len() >= max_len {
             Some(FinishReason::Length)
         } else {
             None
@@ -102,70 +96,61 @@ impl<E: Executor> Engine<E> {
         let new_tokens = seq.tokens[seq.prompt_len + seq.num_emitted..].to_vec();
         seq.num_emitted = out_len;
         let (request, index) = (seq.request, seq.index);
-        self.metrics
-            .get_mut(&sid)
-            .expect("metrics")
-            .token_times
-            .push(now);
         self.totals.output_tokens += 1;
-        outputs.push(RequestOutput {
-            request,
-            index,
-            new_tokens,
-            finished: reason,
-        });
-        if let Some(r) = reason {
-            self.finish_seq(sid, r)?;
-            let req = self.requests.get_mut(&request).expect("request");
-            req.unfinished -= 1;
-            if req.unfinished == 0 && req.params.n == req.seqs.len() {
-                self.requests.remove(&request);
-            }
+        let logprobs: Vec<TokenLogprob> = logprob.into_iter().collect();
+        match reason {
+            Some(r) => outputs.push(self.finish_seq(sid, r, new_tokens, logprobs)?),
+            None => outputs.push(RequestOutput {
+                request,
+                index,
+                new_tokens,
+                logprobs,
+                finished: None,
+                metrics: None,
+            }),
         }
         Ok(())
     }
 
-    pub(crate) fn finish_seq(&mut self, sid: SeqId, reason: FinishReason) -> Result<()> {
-        self.sched.retire(sid, reason == FinishReason::Aborted)?;
-        let mut seq = self.sched.seqs.remove(&sid).expect("live sequence");
-        let state = seq.state;
-        if state == SeqState::Preempted {
-            seq.state = SeqState::Waiting;
-        }
-        seq.set_state(SeqState::Finished(reason));
-        let mut m = self.metrics.remove(&sid).expect("metrics");
+    /// Retires live sequence `sid` with `reason` and returns its last output (carrying
+    /// `new_tokens`, their log-probabilities and the sequence's metrics); the request ends
+    /// with its last sequence.
+    pub(crate) fn finish_seq(
+        &mut self,
+        sid: SeqId,
+        reason: FinishReason,
+        new_tokens: Vec<TokenId>,
+        logprobs: Vec<TokenLogprob>,
+    ) -> Result<RequestOutput> {
+        let seq = self
+            .sched
+            .retire(sid, reason)?
+            .ok_or_else(|| EngineError::Internal(format!("{sid} finished twice")))?;
+        let mut m = seq.metrics;
         m.finished = Some(self.now());
         m.finish_reason = Some(reason);
-        self.finished.push(m);
-        Ok(())
+        if let Some(req) = self.requests.get_mut(&seq.request) {
+            req.live.retain(|&s| s != sid);
+            if req.live.is_empty() && req.pending_forks == 0 {
+                self.requests.remove(&seq.request);
+                self.totals.finished_requests += 1;
+            }
+        }
+        if self.config.keep_history {
+            self.finished.push(m.clone());
+        }
+        Ok(RequestOutput {
+            request: seq.request,
+            index: seq.index,
+            new_tokens,
+            logprobs,
+            finished: Some(reason),
+            metrics: Some(Box::new(m)),
+        })
     }
 }
 
-/// The sampler of sequence `index` of a request: its own stream, seeded `seed + index`.
-pub(crate) fn sampler(
-    p: &SamplingParams,
-    seed: u64,
-    index: usize,
-    id: RequestId,
-) -> Result<Sampler> {
-    Sampler::new(pagedattn_model::SamplingParams {
-        temperature: p.temperature,
-        top_k: p.top_k,
-        top_p: p.top_p,
-        seed: seed.wrapping_add(index as u64),
-    })
-    .map_err(|e| EngineError::InvalidSampling {
-        id,
-        what: e.to_string(),
-    })
-}
-
-pub(crate) fn new_metrics(seq: &Sequence, arrival: f64) -> SeqMetrics {
-    SeqMetrics {
-        request: seq.request,
-        index: seq.index,
-        prompt_len: seq.prompt_len,
-        arrival,
-        ..SeqMetrics::default()
-    }
+/// The seed of a request's random stream: its own, or one derived from its id.
+pub(crate) fn request_seed(p: &SamplingParams, id: RequestId) -> u64 {
+    p.seed.unwrap_or(id.0)
 }

@@ -1,16 +1,29 @@
 //! The engine: requests in, tokens out, one scheduling step at a time.
+//!
+//! # Invariants
+//! - `requests` is keyed by the requests with at least one live sequence (or forks still to
+//!   make); a request leaves it when its last sequence finishes, is aborted or fails.
+//! - Every sequence of a live request is live in the scheduler, or finished; the scheduler
+//!   owns the queues and the KV space (see `scheduler.rs`), the engine only asks it.
+//! - A step either completes (every scheduled chunk's tokens are computed, and sampled
+//!   where the chunk ends its sequence) or fails, and then every request it touched ends
+//!   with [`FinishReason::Error`] and its memory is freed: no table is left ahead of what
+//!   was computed.
+//! - With `keep_history` off, nothing grows with the number of requests or steps served:
+//!   finished sequences hand their metrics to the caller in their last [`RequestOutput`].
 
-use crate::completion::{new_metrics, sampler};
+use crate::completion::request_seed;
 use crate::error::{EngineError, Result};
 use crate::executor::{Executor, ModelSpec, SeqChunk, StepBatch};
 use crate::kv_space::{KvPolicy, KvSpace};
 use crate::metrics::{EngineTotals, SeqMetrics, StepMetrics};
 use crate::request::{Request, RequestId, SamplingParams};
-use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::sampler::{Sampler, TokenLogprob};
+use crate::scheduler::{Scheduled, Scheduler, SchedulerConfig};
 use crate::sequence::{FinishReason, SeqState, Sequence};
 use pagedattn_kv::{SeqId, TokenId};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 /// How the engine is set up.
@@ -27,10 +40,14 @@ pub struct EngineConfig {
     pub max_model_len: Option<usize>,
     /// Scheduling limits.
     pub scheduler: SchedulerConfig,
+    /// Keep every finished sequence's metrics and every step's record (benchmarks). Off,
+    /// a long-running engine keeps nothing per finished request or past step.
+    #[serde(default)]
+    pub keep_history: bool,
 }
 
 impl EngineConfig {
-    /// `policy` with `kv_budget_bytes` of KV, block size 16, default limits.
+    /// `policy` with `kv_budget_bytes` of KV, block size 16, default limits, no history.
     pub fn new(policy: KvPolicy, kv_budget_bytes: u64) -> Self {
         Self {
             policy,
@@ -38,7 +55,15 @@ impl EngineConfig {
             block_size: pagedattn_kv::DEFAULT_BLOCK_SIZE,
             max_model_len: None,
             scheduler: SchedulerConfig::default(),
+            keep_history: false,
         }
+    }
+
+    /// The same, keeping every finished sequence's metrics and every step's record.
+    #[must_use]
+    pub fn with_history(mut self) -> Self {
+        self.keep_history = true;
+        self
     }
 }
 
@@ -51,14 +76,20 @@ pub struct RequestOutput {
     pub index: usize,
     /// Tokens generated since the last output for this sequence.
     pub new_tokens: Vec<TokenId>,
+    /// Their log-probabilities, when the request asked for them (one per new token).
+    pub logprobs: Vec<TokenLogprob>,
     /// Why the sequence finished, if it did.
     pub finished: Option<FinishReason>,
+    /// The finished sequence's metrics (in its last output only).
+    pub metrics: Option<Box<SeqMetrics>>,
 }
 
 pub(crate) struct RequestState {
     pub(crate) params: SamplingParams,
-    pub(crate) seqs: Vec<SeqId>,
-    pub(crate) unfinished: usize,
+    /// Its sequences that are live in the scheduler.
+    pub(crate) live: Vec<SeqId>,
+    /// Forks still to make when the first sequence's prompt is done (paged `n > 1`).
+    pub(crate) pending_forks: usize,
 }
 
 /// A continuous-batching engine over an [`Executor`].
@@ -69,9 +100,9 @@ pub struct Engine<E: Executor> {
     pub(crate) max_len: usize,
     pub(crate) sched: Scheduler,
     pub(crate) requests: HashMap<RequestId, RequestState>,
-    pub(crate) metrics: HashMap<SeqId, SeqMetrics>,
     pub(crate) finished: Vec<SeqMetrics>,
     pub(crate) steps: Vec<StepMetrics>,
+    pub(crate) last_step: Option<StepMetrics>,
     pub(crate) totals: EngineTotals,
     pub(crate) next_seq: u64,
     pub(crate) start: Instant,
@@ -82,8 +113,8 @@ impl<E: Executor> std::fmt::Debug for Engine<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("config", &self.config)
-            .field("running", &self.sched.running.len())
-            .field("waiting", &self.sched.waiting.len())
+            .field("running", &self.sched.num_running())
+            .field("waiting", &self.sched.num_waiting())
             .finish_non_exhaustive()
     }
 }
@@ -122,9 +153,9 @@ impl<E: Executor> Engine<E> {
             sched: Scheduler::new(config.scheduler.clone(), kv),
             config,
             requests: HashMap::new(),
-            metrics: HashMap::new(),
             finished: Vec::new(),
             steps: Vec::new(),
+            last_step: None,
             totals: EngineTotals::default(),
             next_seq: 0,
             start: Instant::now(),
@@ -135,6 +166,11 @@ impl<E: Executor> Engine<E> {
     pub fn now(&self) -> f64 {
         self.virtual_now
             .unwrap_or_else(|| self.start.elapsed().as_secs_f64())
+    }
+
+    /// The instant the wall clock of [`Self::now`] counts from.
+    pub fn epoch(&self) -> Instant {
+        self.start
     }
 
     /// Moves a simulated clock forward to `t` (idle time until the next arrival). No-op
@@ -150,6 +186,16 @@ impl<E: Executor> Engine<E> {
         self.max_len
     }
 
+    /// Facts about the model.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     /// The executor.
     pub fn executor(&self) -> &E {
         &self.executor
@@ -161,29 +207,7 @@ impl<E: Executor> Engine<E> {
         if self.requests.contains_key(&id) {
             return Err(EngineError::DuplicateRequest(id));
         }
-        if req.prompt.is_empty() {
-            return Err(EngineError::EmptyPrompt(id));
-        }
-        req.params.validate(id)?;
-        if req.prompt.len() + req.params.max_tokens > self.max_len {
-            return Err(EngineError::TooLong {
-                id,
-                prompt: req.prompt.len(),
-                max_tokens: req.params.max_tokens,
-                max_len: self.max_len,
-            });
-        }
-        if let Some(&token) = req
-            .prompt
-            .iter()
-            .find(|&&t| t as usize >= self.spec.vocab_size)
-        {
-            return Err(EngineError::TokenOutOfVocab {
-                id,
-                token,
-                vocab: self.spec.vocab_size,
-            });
-        }
+        validate(&req, self.max_len, self.spec.vocab_size)?;
         let n = req.params.n;
         // Paged sequences fork after the prompt (sharing its blocks); contiguous ones
         // cannot share, so each of the n sequences computes the prompt itself.
@@ -192,9 +216,9 @@ impl<E: Executor> Engine<E> {
         } else {
             (n, 0)
         };
-        let final_len = req.prompt.len() + req.params.max_tokens;
-        let seed = req.params.seed.unwrap_or(id.0);
-        let mut seqs = Vec::with_capacity(n);
+        let final_len = req.prompt.len() + req.params.max_tokens; // validated: no overflow
+        let seed = request_seed(&req.params, id);
+        let mut live = Vec::with_capacity(created);
         for index in 0..created {
             let sid = self.new_seq_id();
             let seq = Sequence {
@@ -206,21 +230,25 @@ impl<E: Executor> Engine<E> {
                 num_computed: 0,
                 num_emitted: 0,
                 state: SeqState::Waiting,
-                sampler: sampler(&req.params, seed, index, id)?,
-                pending_forks: if index == 0 { forks } else { 0 },
+                sampler: Sampler::new(&req.params, seed.wrapping_add(index as u64)),
+                metrics: SeqMetrics {
+                    request: id,
+                    index,
+                    prompt_len: req.prompt.len(),
+                    arrival: req.arrival,
+                    ..SeqMetrics::default()
+                },
             };
-            self.metrics.insert(sid, new_metrics(&seq, req.arrival));
-            self.sched.seqs.insert(sid, seq);
-            self.sched.final_len.insert(sid, final_len);
-            self.sched.waiting.push_back(sid);
-            seqs.push(sid);
+            self.sched.add(seq, final_len)?;
+            live.push(sid);
         }
+        self.totals.prompt_tokens += req.prompt.len() as u64;
         self.requests.insert(
             id,
             RequestState {
                 params: req.params,
-                seqs,
-                unfinished: n,
+                live,
+                pending_forks: forks,
             },
         );
         Ok(())
@@ -236,21 +264,66 @@ impl<E: Executor> Engine<E> {
         !self.requests.is_empty()
     }
 
-    /// Aborts a request: frees everything its sequences hold.
-    pub fn abort(&mut self, id: RequestId) -> Result<()> {
-        let req = self
-            .requests
-            .remove(&id)
-            .ok_or(EngineError::UnknownRequest(id))?;
-        for sid in req.seqs {
-            if self.sched.seqs.contains_key(&sid) {
-                self.finish_seq(sid, FinishReason::Aborted)?;
-            }
-        }
-        Ok(())
+    /// Whether `id` is waiting or running.
+    pub fn contains(&self, id: RequestId) -> bool {
+        self.requests.contains_key(&id)
     }
 
-    /// Runs one step: schedules, executes, samples, and returns new tokens.
+    /// Aborts a request: frees everything its sequences hold, at once. Aborting a request
+    /// that finished or never existed does nothing (a client that disconnects races its
+    /// last token). Returns the last outputs of the sequences it ended.
+    pub fn abort(&mut self, id: RequestId) -> Result<Vec<RequestOutput>> {
+        self.end_request(id, FinishReason::Aborted)
+    }
+
+    /// Aborts every request (shutdown after the grace period).
+    pub fn abort_all(&mut self) -> Result<Vec<RequestOutput>> {
+        let ids: Vec<RequestId> = self.requests.keys().copied().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.abort(id)?);
+        }
+        Ok(out)
+    }
+
+    /// Ends sequence `index` of request `id` as stopped (a stop string seen by the caller's
+    /// detokenizer) and frees its memory. A no-op if it has already finished.
+    pub fn stop_sequence(&mut self, id: RequestId, index: usize) -> Result<Option<RequestOutput>> {
+        let Some(req) = self.requests.get(&id) else {
+            return Ok(None);
+        };
+        let Some(&sid) = req
+            .live
+            .iter()
+            .find(|&&s| self.sched.seq(s).is_ok_and(|q| q.index == index))
+        else {
+            return Ok(None);
+        };
+        if index == 0 {
+            // Forks not made yet will never be: they would start from this sequence.
+            self.requests.get_mut(&id).expect("checked").pending_forks = 0;
+        }
+        self.finish_seq(sid, FinishReason::Stop, Vec::new(), Vec::new())
+            .map(Some)
+    }
+
+    /// Ends every live sequence of request `id` with `reason`.
+    fn end_request(&mut self, id: RequestId, reason: FinishReason) -> Result<Vec<RequestOutput>> {
+        let Some(req) = self.requests.get_mut(&id) else {
+            return Ok(Vec::new());
+        };
+        req.pending_forks = 0;
+        let live = req.live.clone();
+        let mut out = Vec::with_capacity(live.len());
+        for sid in live {
+            out.push(self.finish_seq(sid, reason, Vec::new(), Vec::new())?);
+        }
+        Ok(out)
+    }
+
+    /// Runs one step: schedules, executes, samples, and returns new tokens. If the
+    /// executor fails, the requests of this step end with [`FinishReason::Error`], their
+    /// memory is freed, and the error names them; the engine stays usable.
     pub fn step(&mut self) -> Result<Vec<RequestOutput>> {
         let scheduled = self.sched.schedule()?;
         if scheduled.chunks.is_empty() {
@@ -258,29 +331,12 @@ impl<E: Executor> Engine<E> {
         }
         let t0 = self.now();
         for c in &scheduled.chunks {
-            let m = self
-                .metrics
-                .get_mut(&c.seq)
-                .expect("metrics of a live sequence");
+            let m = &mut self.sched.seq_mut(c.seq)?.metrics;
             m.first_scheduled.get_or_insert(t0);
         }
-        self.executor
-            .copy_blocks(&scheduled.copies)
-            .map_err(EngineError::Executor)?;
-        let output = {
-            let mut batch = StepBatch::default();
-            for c in &scheduled.chunks {
-                batch.chunks.push(SeqChunk {
-                    seq: c.seq,
-                    tokens: &self.sched.seqs[&c.seq].tokens[c.start..c.start + c.len],
-                    start_pos: c.start,
-                    addressing: self.sched.kv.addressing(c.seq)?,
-                    want_logits: c.sample,
-                });
-            }
-            self.executor
-                .execute(&batch)
-                .map_err(EngineError::Executor)?
+        let output = match self.execute(&scheduled) {
+            Ok(o) => o,
+            Err(message) => return Err(self.fail_step(&scheduled, message)),
         };
         let now = match (self.virtual_now.as_mut(), output.modeled_seconds) {
             (Some(v), Some(dt)) => {
@@ -290,24 +346,11 @@ impl<E: Executor> Engine<E> {
             _ => self.now(),
         };
         let vocab = self.spec.vocab_size;
-        if let Some(l) = &output.logits {
-            let rows = scheduled.chunks.iter().filter(|c| c.sample).count();
-            if l.len() != rows * vocab {
-                return Err(EngineError::Executor(format!(
-                    "returned {} logits for {rows} rows of {vocab}",
-                    l.len()
-                )));
-            }
-        }
         let mut outputs = Vec::new();
         let mut row = 0;
         for c in &scheduled.chunks {
             self.totals.computed_tokens += c.len as u64;
-            self.sched
-                .seqs
-                .get_mut(&c.seq)
-                .expect("scheduled")
-                .num_computed += c.len;
+            self.sched.seq_mut(c.seq)?.num_computed += c.len;
             if !c.sample {
                 continue;
             }
@@ -320,10 +363,10 @@ impl<E: Executor> Engine<E> {
             self.emit_token(c.seq, logits, now, &mut outputs)?;
         }
         self.totals.steps += 1;
-        self.totals.preemptions = self.sched.preemptions;
-        self.totals.recomputed_tokens = self.sched.recomputed_tokens;
-        let usage = self.sched.kv.usage();
-        self.steps.push(StepMetrics {
+        self.totals.preemptions = self.sched.preemptions();
+        self.totals.recomputed_tokens = self.sched.recomputed_tokens();
+        let usage = self.sched.kv().usage();
+        let record = StepMetrics {
             time: now,
             duration: now - t0,
             batch_size: scheduled.chunks.len(),
@@ -333,16 +376,72 @@ impl<E: Executor> Engine<E> {
                 .filter(|c| c.len == 1 && c.sample)
                 .count(),
             tokens_scheduled: scheduled.chunks.iter().map(|c| c.len).sum(),
-            running: self.sched.running.len(),
-            waiting: self.sched.waiting.len(),
+            running: self.sched.num_running(),
+            waiting: self.sched.num_waiting(),
             kv_held_slots: usage.held_slots,
             kv_tokens: usage.tokens_stored,
             utilization: usage.utilization(),
             internal_fragmentation_slots: usage.internal_fragmentation_slots,
             external_fragmentation_slots: usage.external_fragmentation_slots,
             preemptions: scheduled.preempted,
-        });
+        };
+        if self.config.keep_history {
+            self.steps.push(record);
+        }
+        self.last_step = Some(record);
         Ok(outputs)
+    }
+
+    /// Copies blocks and runs the executor; checks the shape of what it returns.
+    fn execute(&mut self, scheduled: &Scheduled) -> Result<crate::StepOutput, String> {
+        self.executor.copy_blocks(&scheduled.copies)?;
+        let mut batch = StepBatch::default();
+        for c in &scheduled.chunks {
+            batch.chunks.push(SeqChunk {
+                seq: c.seq,
+                tokens: &self.sched.seq(c.seq).map_err(|e| e.to_string())?.tokens
+                    [c.start..c.start + c.len],
+                start_pos: c.start,
+                addressing: self
+                    .sched
+                    .kv()
+                    .addressing(c.seq)
+                    .map_err(|e| e.to_string())?,
+                want_logits: c.sample,
+            });
+        }
+        let output = self.executor.execute(&batch)?;
+        if let Some(l) = &output.logits {
+            let rows = scheduled.chunks.iter().filter(|c| c.sample).count();
+            let vocab = self.spec.vocab_size;
+            if Some(l.len()) != rows.checked_mul(vocab) {
+                return Err(format!(
+                    "returned {} logits for {rows} rows of {vocab}",
+                    l.len()
+                ));
+            }
+        }
+        Ok(output)
+    }
+
+    /// Ends every request with a sequence in the failed step, discarding K/V that were
+    /// never computed, and returns the error that names them.
+    fn fail_step(&mut self, scheduled: &Scheduled, message: String) -> EngineError {
+        let mut requests = Vec::new();
+        let mut seen = HashSet::new();
+        for c in &scheduled.chunks {
+            if let Ok(s) = self.sched.seq(c.seq) {
+                if seen.insert(s.request) {
+                    requests.push(s.request);
+                }
+            }
+        }
+        for &id in &requests {
+            if let Err(e) = self.end_request(id, FinishReason::Error) {
+                return e;
+            }
+        }
+        EngineError::StepFailed { requests, message }
     }
 
     /// Runs prompts to completion and returns, per prompt, the tokens of each of its
@@ -386,4 +485,38 @@ impl<E: Executor> Engine<E> {
             .map(|id| out.remove(id).unwrap_or_default())
             .collect())
     }
+}
+
+/// Checks a request against the engine's limits before anything is queued: a prompt of
+/// 1 or more in-vocabulary tokens, sampling parameters in range, and prompt + max_tokens
+/// within `max_len` (checked, never wrapping).
+pub fn validate(req: &Request, max_len: usize, vocab_size: usize) -> Result<()> {
+    let id = req.id;
+    if req.prompt.is_empty() {
+        return Err(EngineError::EmptyPrompt(id));
+    }
+    req.params.validate(id)?;
+    let total = req.prompt.len().checked_add(req.params.max_tokens);
+    if !matches!(total, Some(t) if t <= max_len) {
+        return Err(EngineError::TooLong {
+            id,
+            prompt: req.prompt.len(),
+            max_tokens: req.params.max_tokens,
+            max_len,
+        });
+    }
+    if let Some(&token) = req.prompt.iter().find(|&&t| t as usize >= vocab_size) {
+        return Err(EngineError::TokenOutOfVocab {
+            id,
+            token,
+            vocab: vocab_size,
+        });
+    }
+    if !req.arrival.is_finite() {
+        return Err(EngineError::InvalidSampling {
+            id,
+            what: format!("arrival time must be finite, got {}", req.arrival),
+        });
+    }
+    Ok(())
 }

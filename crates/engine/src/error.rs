@@ -67,9 +67,24 @@ pub enum EngineError {
     /// The KV memory manager refused an operation the scheduler believed valid.
     #[error("KV cache: {0}")]
     Kv(#[from] KvError),
-    /// The executor (model) failed.
+    /// The executor (model) failed outside a step (at set-up).
     #[error("executor: {0}")]
     Executor(String),
+    /// A step failed in the executor. The requests it computed were ended with
+    /// [`crate::FinishReason::Error`] and their memory freed; the engine goes on.
+    #[error("step failed for {} request(s): {message}", requests.len())]
+    StepFailed {
+        /// The requests ended by the failure.
+        requests: Vec<RequestId>,
+        /// What the executor said.
+        message: String,
+    },
+    /// A bug: the engine found its own state inconsistent.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The engine thread is gone (it stopped, or a step panicked).
+    #[error("the engine has stopped")]
+    Stopped,
 }
 
 /// Result alias for this crate.

@@ -146,7 +146,8 @@ impl KvSpace {
                 "block size and KV bytes per token must be at least 1".into(),
             ));
         }
-        let num_blocks = (budget_bytes / kv_bytes_per_token) as usize / block_size;
+        let slots = usize::try_from(budget_bytes / kv_bytes_per_token).unwrap_or(usize::MAX);
+        let num_blocks = slots / block_size;
         let capacity = num_blocks * block_size;
         let needed = match policy {
             KvPolicy::Paged | KvPolicy::PagedPrefixCache => {
@@ -256,6 +257,28 @@ impl KvSpace {
             }
         }
         Ok(())
+    }
+
+    /// Frees `seq` whose latest K/V were never computed (its step failed): paged blocks it
+    /// alone holds also lose their prefix-cache entries.
+    pub(crate) fn discard(&mut self, seq: SeqId) -> Result<()> {
+        match self {
+            Self::Paged(m) => {
+                m.discard_sequence(seq)?;
+            }
+            Self::Contiguous(a) => {
+                a.free(seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sequences holding memory.
+    pub(crate) fn num_sequences(&self) -> usize {
+        match self {
+            Self::Paged(m) => m.tables().num_sequences(),
+            Self::Contiguous(a) => a.stats().num_sequences,
+        }
     }
 
     pub(crate) fn fork(&mut self, parent: SeqId, child: SeqId) -> Result<()> {

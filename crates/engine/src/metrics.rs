@@ -16,6 +16,9 @@ pub struct SeqMetrics {
     pub index: usize,
     /// Prompt tokens.
     pub prompt_len: usize,
+    /// Prompt tokens found in the prefix cache when it was (last) admitted.
+    #[serde(default)]
+    pub cached_tokens: usize,
     /// When the request arrived.
     pub arrival: f64,
     /// When it was first scheduled.
@@ -97,6 +100,12 @@ pub struct EngineTotals {
     pub preemptions: u64,
     /// Output tokens produced.
     pub output_tokens: u64,
+    /// Prompt tokens of the requests accepted.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Requests that ended (finished, aborted or failed).
+    #[serde(default)]
+    pub finished_requests: u64,
 }
 
 impl EngineTotals {

@@ -30,7 +30,8 @@ pub struct SamplingParams {
     /// Keep only the k most likely tokens (0: all).
     pub top_k: usize,
     /// Seed of the request's random stream (sequence `i` of the request uses `seed + i`);
-    /// `None` derives one from the request id.
+    /// `None` derives one from the request id. The same seed, prompt and parameters give
+    /// the same completion whatever else the engine is running.
     pub seed: Option<u64>,
     /// Sequences to sample from the one prompt (parallel sampling).
     pub n: usize,
@@ -38,7 +39,15 @@ pub struct SamplingParams {
     pub stop_token_ids: Vec<TokenId>,
     /// Keep generating past end-of-sequence (benchmarks: every policy does the same work).
     pub ignore_eos: bool,
+    /// Return each sampled token's log-probability and those of this many most likely
+    /// tokens (`Some(0)`: the sampled token's only); `None`: no log-probabilities.
+    pub logprobs: Option<usize>,
 }
+
+/// Most sequences one request may sample (OpenAI's limit on `n`).
+pub const MAX_N: usize = 128;
+/// Most alternatives per token a request may ask log-probabilities of (OpenAI's limit).
+pub const MAX_LOGPROBS: usize = 20;
 
 impl Default for SamplingParams {
     fn default() -> Self {
@@ -51,6 +60,7 @@ impl Default for SamplingParams {
             n: 1,
             stop_token_ids: Vec::new(),
             ignore_eos: false,
+            logprobs: None,
         }
     }
 }
@@ -71,8 +81,8 @@ impl SamplingParams {
                 what: what.to_string(),
             })
         };
-        if self.n == 0 {
-            return bad("n must be at least 1");
+        if self.n == 0 || self.n > MAX_N {
+            return bad(&format!("n must be in 1..={MAX_N}, got {}", self.n));
         }
         if self.max_tokens == 0 {
             return bad("max_tokens must be at least 1");
@@ -82,6 +92,9 @@ impl SamplingParams {
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad("top_p must be in (0, 1]");
+        }
+        if self.logprobs.is_some_and(|n| n > MAX_LOGPROBS) {
+            return bad(&format!("logprobs must be at most {MAX_LOGPROBS}"));
         }
         Ok(())
     }

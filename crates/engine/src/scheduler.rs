@@ -21,10 +21,20 @@
 //!    sequence will use, and batches shrink).
 //!    Contiguous policies admit when their whole reservation fits, and never preempt.
 //!    No admissions in a step that preempted: memory is short.
+//!
+//! # Invariants (kept by every method here; recounted by [`Scheduler::check_invariants`])
+//! - Every live sequence is in exactly one queue: `running` (state `Running`, holds KV
+//!   memory) or `waiting` (state `Waiting`, holds none). Finished sequences are gone.
+//! - `seqs`, `final_len` and `lost` are keyed by live sequences only: an entry is added
+//!   with the sequence ([`Scheduler::add`], [`Scheduler::fork`]) and removed with it
+//!   ([`Scheduler::retire`]).
+//! - The KV space holds memory for exactly the running sequences.
+//! - Only this module changes the queues, a sequence's state, or the KV space; the engine
+//!   reads them and changes sequences' tokens and samplers through [`Scheduler::seq_mut`].
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::kv_space::{Grow, KvSpace};
-use crate::sequence::{SeqState, Sequence};
+use crate::sequence::{FinishReason, SeqState, Sequence};
 use pagedattn_kv::{BlockCopy, SeqId};
 use std::collections::{HashMap, VecDeque};
 
@@ -100,16 +110,16 @@ pub(crate) struct Scheduled {
 }
 
 pub(crate) struct Scheduler {
-    pub(crate) cfg: SchedulerConfig,
-    pub(crate) kv: KvSpace,
-    pub(crate) seqs: HashMap<SeqId, Sequence>,
-    pub(crate) waiting: VecDeque<SeqId>,
+    cfg: SchedulerConfig,
+    kv: KvSpace,
+    seqs: HashMap<SeqId, Sequence>,
+    waiting: VecDeque<SeqId>,
     /// In admission order.
-    pub(crate) running: Vec<SeqId>,
+    running: Vec<SeqId>,
     /// Final length each sequence reserves under contiguous policies.
-    pub(crate) final_len: HashMap<SeqId, usize>,
-    pub(crate) preemptions: u64,
-    pub(crate) recomputed_tokens: u64,
+    final_len: HashMap<SeqId, usize>,
+    preemptions: u64,
+    recomputed_tokens: u64,
     /// K/V discarded by preemption, per sequence, not yet recomputed.
     lost: HashMap<SeqId, usize>,
     /// Sequences that finished on their own (not aborted), and the tokens they generated:
@@ -138,13 +148,91 @@ impl Scheduler {
         }
     }
 
+    /// The KV space (read-only: only the scheduler allocates and frees).
+    pub(crate) fn kv(&self) -> &KvSpace {
+        &self.kv
+    }
+
+    /// A live sequence.
+    pub(crate) fn seq(&self, id: SeqId) -> Result<&Sequence> {
+        self.seqs
+            .get(&id)
+            .ok_or_else(|| EngineError::Internal(format!("{id} is not a live sequence")))
+    }
+
+    /// A live sequence, to append tokens or sample (its state stays the scheduler's).
+    pub(crate) fn seq_mut(&mut self, id: SeqId) -> Result<&mut Sequence> {
+        self.seqs
+            .get_mut(&id)
+            .ok_or_else(|| EngineError::Internal(format!("{id} is not a live sequence")))
+    }
+
+    /// Running sequences in admission order, then waiting ones in queue order.
+    pub(crate) fn live(&self) -> impl Iterator<Item = &Sequence> + '_ {
+        self.running
+            .iter()
+            .chain(self.waiting.iter())
+            .filter_map(|id| self.seqs.get(id))
+    }
+
+    pub(crate) fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub(crate) fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub(crate) fn preemptions(&self) -> u64 {
+        self.preemptions
+    }
+
+    pub(crate) fn recomputed_tokens(&self) -> u64 {
+        self.recomputed_tokens
+    }
+
+    /// Queues a new sequence (state `Waiting`) that will reserve `final_len` slots under
+    /// contiguous policies.
+    pub(crate) fn add(&mut self, seq: Sequence, final_len: usize) -> Result<()> {
+        let id = seq.id;
+        if seq.state != SeqState::Waiting || self.seqs.contains_key(&id) {
+            return Err(EngineError::Internal(format!("{id} cannot be queued")));
+        }
+        self.seqs.insert(id, seq);
+        self.final_len.insert(id, final_len);
+        self.waiting.push_back(id);
+        Ok(())
+    }
+
+    /// Adds `child` (a copy of running `parent`'s tokens) as a running fork sharing the
+    /// parent's blocks, right after the parent and its earlier forks.
+    pub(crate) fn fork(&mut self, parent: SeqId, mut child: Sequence, after: usize) -> Result<()> {
+        let id = child.id;
+        let pos = self
+            .running
+            .iter()
+            .position(|&s| s == parent)
+            .ok_or_else(|| EngineError::Internal(format!("fork of {parent}, not running")))?;
+        if self.seqs.contains_key(&id) {
+            return Err(EngineError::Internal(format!("{id} exists")));
+        }
+        let final_len = self.final_len.get(&parent).copied().unwrap_or(0);
+        self.kv.fork(parent, id)?;
+        child.set_state(SeqState::Running)?;
+        self.running
+            .insert((pos + after).min(self.running.len()), id);
+        self.seqs.insert(id, child);
+        self.final_len.insert(id, final_len);
+        Ok(())
+    }
+
     pub(crate) fn schedule(&mut self) -> Result<Scheduled> {
         let mut out = Scheduled::default();
         let mut budget = self.cfg.max_num_batched_tokens;
         let mut i = 0;
         'running: while i < self.running.len() && budget > 0 {
             let id = self.running[i];
-            let seq = &self.seqs[&id];
+            let seq = self.seq(id)?;
             let (start, len) = (seq.num_computed, seq.num_uncomputed().min(budget));
             let sample = start + len == seq.tokens.len();
             loop {
@@ -240,6 +328,7 @@ impl Scheduler {
             }
             let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
             seq.num_computed = cached;
+            seq.metrics.cached_tokens = cached;
             let len = seq.num_uncomputed().min(budget);
             let sample = cached + len == seq.tokens.len();
             let new = &seq.tokens[cached..cached + len];
@@ -249,7 +338,7 @@ impl Scheduler {
                 break;
             };
             out.copies.extend(copy);
-            seq.set_state(SeqState::Running);
+            seq.set_state(SeqState::Running)?;
             self.waiting.pop_front();
             self.running.push(id);
             out.chunks.push(Chunk {
@@ -270,30 +359,96 @@ impl Scheduler {
         let seq = self.seqs.get_mut(&id).expect("running sequence exists");
         *self.lost.entry(id).or_default() += seq.num_computed;
         seq.num_computed = 0;
-        seq.set_state(SeqState::Preempted);
-        seq.set_state(SeqState::Waiting);
+        seq.metrics.preemptions += 1;
+        seq.set_state(SeqState::Preempted)?;
+        seq.set_state(SeqState::Waiting)?;
         self.waiting.push_front(id);
         self.preemptions += 1;
         Ok(())
     }
 
-    /// Removes a finished or aborted sequence from the queues and frees its K/V.
-    pub(crate) fn retire(&mut self, id: SeqId, aborted: bool) -> Result<()> {
-        if !aborted {
-            let s = &self.seqs[&id];
-            let output = s.tokens.len() - s.prompt_len;
+    /// Removes a live sequence from the queues, frees its K/V and returns it, finished
+    /// with `reason`. With [`FinishReason::Error`] its K/V were never computed: they are
+    /// discarded, prefix-cache entries included. `None` if it is not live.
+    pub(crate) fn retire(&mut self, id: SeqId, reason: FinishReason) -> Result<Option<Sequence>> {
+        let Some(mut seq) = self.seqs.remove(&id) else {
+            return Ok(None);
+        };
+        if reason == FinishReason::Length || reason == FinishReason::Stop {
+            let output = seq.tokens.len() - seq.prompt_len;
             self.finished += 1;
             self.finished_output += output as u64;
             self.min_output = self.min_output.min(output);
         }
         if let Some(j) = self.running.iter().position(|&s| s == id) {
             self.running.remove(j);
-            self.kv.free(id)?;
+            if reason == FinishReason::Error {
+                self.kv.discard(id)?;
+            } else {
+                self.kv.free(id)?;
+            }
         } else if let Some(j) = self.waiting.iter().position(|&s| s == id) {
             self.waiting.remove(j);
         }
         self.final_len.remove(&id);
         self.lost.remove(&id);
+        seq.set_state(SeqState::Finished(reason))?;
+        Ok(Some(seq))
+    }
+
+    /// Recounts the invariants written at the top of this module.
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        self.kv.check_invariants()?;
+        let mut seen = std::collections::HashSet::new();
+        for (queue, ids, state) in [
+            (
+                "running",
+                self.running.iter().collect::<Vec<_>>(),
+                SeqState::Running,
+            ),
+            ("waiting", self.waiting.iter().collect(), SeqState::Waiting),
+        ] {
+            for id in ids {
+                let s = self
+                    .seqs
+                    .get(id)
+                    .ok_or(format!("{id} is {queue} but not live"))?;
+                if s.state != state {
+                    return Err(format!("{id} is {queue} in state {:?}", s.state));
+                }
+                if !seen.insert(*id) {
+                    return Err(format!("{id} is queued twice"));
+                }
+            }
+        }
+        if seen.len() != self.seqs.len() {
+            return Err(format!(
+                "{} sequences queued but {} live",
+                seen.len(),
+                self.seqs.len()
+            ));
+        }
+        for (map, keys) in [
+            ("final_len", self.final_len.keys().collect::<Vec<_>>()),
+            ("lost", self.lost.keys().collect()),
+        ] {
+            if let Some(k) = keys.into_iter().find(|k| !self.seqs.contains_key(k)) {
+                return Err(format!("{map} keeps {k}, which is not live"));
+            }
+        }
+        if self.final_len.len() != self.seqs.len() {
+            return Err("a live sequence has no final length".into());
+        }
+        let holding = self.kv.num_sequences();
+        if holding != self.running.len() {
+            return Err(format!(
+                "KV space holds {holding} sequences, {} are running",
+                self.running.len()
+            ));
+        }
+        if self.running.is_empty() && self.kv.usage().held_slots != 0 {
+            return Err("KV slots held with nothing running".into());
+        }
         Ok(())
     }
 }

@@ -8,9 +8,11 @@
 //!    +--- Preempted <---+
 //! ```
 
+use crate::error::{EngineError, Result};
+use crate::metrics::SeqMetrics;
 use crate::request::RequestId;
+use crate::sampler::Sampler;
 use pagedattn_kv::{SeqId, TokenId};
-use pagedattn_model::Sampler;
 use serde::{Deserialize, Serialize};
 
 /// Why a sequence stopped.
@@ -22,6 +24,20 @@ pub enum FinishReason {
     Stop,
     /// The request was aborted.
     Aborted,
+    /// The step computing it failed; the request ended with an error.
+    Error,
+}
+
+impl FinishReason {
+    /// The name OpenAI's API and vLLM use (`stop`, `length`, `abort`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Length => "length",
+            Self::Stop => "stop",
+            Self::Aborted => "abort",
+            Self::Error => "error",
+        }
+    }
 }
 
 /// Where a sequence is in its life.
@@ -54,9 +70,8 @@ pub struct Sequence {
     pub(crate) state: SeqState,
     /// Picks its tokens, with its own seeded random stream.
     pub(crate) sampler: Sampler,
-    /// Whether this is a request's first sequence that still has to fork its siblings
-    /// (paged parallel sampling) when its prompt is done.
-    pub(crate) pending_forks: usize,
+    /// Its timings, filled in as it runs.
+    pub(crate) metrics: SeqMetrics,
 }
 
 impl Sequence {
@@ -100,21 +115,29 @@ impl Sequence {
         self.tokens.len() - self.num_computed
     }
 
-    /// Moves to `to`, checking that the transition exists in the state machine.
-    pub(crate) fn set_state(&mut self, to: SeqState) {
+    /// Its timings so far.
+    pub fn metrics(&self) -> &SeqMetrics {
+        &self.metrics
+    }
+
+    /// Moves to `to`, checking (in every build) that the transition exists in the state
+    /// machine; an illegal one changes nothing and is an internal error.
+    pub(crate) fn set_state(&mut self, to: SeqState) -> Result<()> {
         use SeqState::{Finished, Preempted, Running, Waiting};
         let legal = matches!(
             (self.state, to),
             (Waiting, Running)
                 | (Running, Preempted)
                 | (Preempted, Waiting)
-                | (Running | Waiting, Finished(_))
+                | (Running | Waiting | Preempted, Finished(_))
         );
-        debug_assert!(
-            legal,
-            "{}: illegal transition {:?} -> {to:?}",
-            self.id, self.state
-        );
+        if !legal {
+            return Err(EngineError::Internal(format!(
+                "{}: illegal state transition {:?} -> {to:?}",
+                self.id, self.state
+            )));
+        }
         self.state = to;
+        Ok(())
     }
 }

@@ -263,10 +263,32 @@ fn invalid_requests_are_refused_and_nothing_is_queued() {
         e.add_request(bad(vec![2], params(4))),
         Err(EngineError::DuplicateRequest(_))
     ));
-    assert!(matches!(
-        e.abort(RequestId(77)),
-        Err(EngineError::UnknownRequest(_))
-    ));
+    // Sizes that would overflow, and limits on n and logprobs.
+    for p in [
+        SamplingParams {
+            max_tokens: usize::MAX,
+            ..params(4)
+        },
+        SamplingParams {
+            n: pagedattn_engine::MAX_N + 1,
+            ..params(4)
+        },
+        SamplingParams {
+            logprobs: Some(pagedattn_engine::MAX_LOGPROBS + 1),
+            ..params(4)
+        },
+    ] {
+        let err = e.add_request(Request::new(100, vec![2, 3], p)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EngineError::TooLong { .. } | EngineError::InvalidSampling { .. }
+            ),
+            "{err}"
+        );
+    }
+    // Aborting an unknown request is a no-op, not an error.
+    assert!(e.abort(RequestId(77)).unwrap().is_empty());
     e.check_invariants().unwrap();
 }
 
@@ -339,4 +361,116 @@ fn metrics_are_consistent() {
     // Every prompt token once, every output token but the last of each sequence once.
     assert_eq!(t.computed_tokens as usize, prompt_tokens + 8 * 9);
     assert_eq!(e.step_metrics().len() as u64, t.steps);
+}
+
+#[test]
+fn a_failed_step_ends_its_requests_and_the_engine_goes_on() {
+    let ps = prompts(6, 9);
+    let expect = alone(&ps, 12);
+    for policy in KvPolicy::ALL {
+        let mut mock = Mock::new(MAX_LEN);
+        mock.fail_at_step = Some(3);
+        let mut e = Engine::new(mock, config(policy, 4096, 16)).unwrap();
+        for (i, p) in ps.iter().enumerate() {
+            e.add_request(Request::new(i as u64, p.clone(), params(12)))
+                .unwrap();
+        }
+        let mut outs: Vec<Vec<u32>> = vec![Vec::new(); ps.len()];
+        let mut failed = Vec::new();
+        while e.has_unfinished() {
+            match e.step() {
+                Ok(o) => {
+                    for o in o {
+                        outs[o.request.0 as usize].extend(o.new_tokens);
+                    }
+                }
+                Err(EngineError::StepFailed { requests, message }) => {
+                    assert_eq!(message, "injected failure");
+                    failed.extend(requests);
+                }
+                Err(other) => panic!("{policy}: {other}"),
+            }
+            e.check_invariants().unwrap();
+        }
+        assert!(!failed.is_empty(), "{policy}");
+        assert_eq!(e.kv_usage().held_slots, 0, "{policy}: KV leaked");
+        for (i, out) in outs.iter().enumerate() {
+            if !failed.contains(&RequestId(i as u64)) {
+                assert_eq!(out, &expect[i], "{policy}: request {i}");
+            }
+        }
+        let errors = e
+            .finished_metrics()
+            .iter()
+            .filter(|m| m.finish_reason == Some(FinishReason::Error))
+            .count();
+        assert_eq!(errors, failed.len(), "{policy}");
+        // The failed prompts run again, correctly: no prefix-cache hit on K/V that the
+        // failed step never wrote (the mock would read an unwritten slot, or a stale one).
+        for &id in &failed {
+            let p = ps[id.0 as usize].clone();
+            let again = e.generate(&[p], &params(12)).unwrap();
+            assert_eq!(again[0][0], expect[id.0 as usize], "{policy}: {id} rerun");
+        }
+        e.check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn stop_sequence_frees_one_sample_and_is_a_no_op_afterwards() {
+    let mut e = Engine::new(Mock::new(MAX_LEN), config(KvPolicy::Paged, 4096, 16)).unwrap();
+    e.add_request(Request::new(
+        5,
+        prompts(1, 3).remove(0),
+        SamplingParams { n: 3, ..params(30) },
+    ))
+    .unwrap();
+    for _ in 0..4 {
+        e.step().unwrap();
+    }
+    assert_eq!(e.sequences().count(), 3);
+    let last = e.stop_sequence(RequestId(5), 1).unwrap().unwrap();
+    assert_eq!(last.finished, Some(FinishReason::Stop));
+    assert!(last.metrics.is_some());
+    assert_eq!(e.sequences().count(), 2);
+    assert!(e.stop_sequence(RequestId(5), 1).unwrap().is_none());
+    assert!(e.stop_sequence(RequestId(99), 0).unwrap().is_none());
+    e.check_invariants().unwrap();
+    let ended = e.abort(RequestId(5)).unwrap();
+    assert_eq!(ended.len(), 2);
+    assert!(e.abort(RequestId(5)).unwrap().is_empty());
+    assert_eq!(e.kv_usage().held_slots, 0);
+    e.check_invariants().unwrap();
+}
+
+#[test]
+fn without_history_nothing_accumulates_and_metrics_come_with_the_last_output() {
+    let mut cfg = config(KvPolicy::Paged, 4096, 16);
+    cfg.keep_history = false;
+    let mut e = Engine::new(Mock::new(MAX_LEN), cfg).unwrap();
+    let mut finals = 0;
+    for round in 0..5u64 {
+        for (i, p) in prompts(4, round as u32).into_iter().enumerate() {
+            e.add_request(Request::new(round * 10 + i as u64, p, params(6)))
+                .unwrap();
+        }
+        while e.has_unfinished() {
+            for o in e.step().unwrap() {
+                if o.finished.is_some() {
+                    let m = o.metrics.expect("metrics with the last output");
+                    assert_eq!(m.token_times.len(), 6);
+                    assert!(m.ttft().unwrap() >= 0.0);
+                    finals += 1;
+                } else {
+                    assert!(o.metrics.is_none());
+                }
+            }
+        }
+    }
+    assert_eq!(finals, 20);
+    assert!(e.finished_metrics().is_empty());
+    assert!(e.step_metrics().is_empty());
+    assert!(e.last_step().is_some());
+    assert_eq!(e.totals().finished_requests, 20);
+    e.check_invariants().unwrap();
 }

@@ -40,6 +40,7 @@ fn generate(
             headroom_blocks: 1,
             headroom_percent: 20,
         },
+        keep_history: true,
     };
     let mut e = Engine::new(exec, cfg).unwrap();
     let sp = SamplingParams {

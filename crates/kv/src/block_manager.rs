@@ -263,6 +263,17 @@ impl BlockManager {
         Ok(e.blocks.len())
     }
 
+    /// Like [`Self::free_sequence`], for a sequence whose latest K/V were never computed
+    /// (its step failed): blocks it alone holds lose their prefix-cache entries, so no
+    /// later prompt reuses contents that were never written. Returns how many blocks it held.
+    pub fn discard_sequence(&mut self, seq: SeqId) -> Result<usize> {
+        let e = self.tables.remove(seq)?;
+        for b in e.blocks.iter().rev() {
+            self.pool.release_discarded(b.0);
+        }
+        Ok(e.blocks.len())
+    }
+
     /// Blocks that appending `num_new_tokens` to `seq` takes from the free queue,
     /// including a copy-on-write of a shared, partially filled last block.
     pub fn blocks_needed(&self, seq: SeqId, num_new_tokens: usize) -> Result<usize> {

@@ -132,6 +132,20 @@ impl Pool {
         }
     }
 
+    /// Drops one holder of `b` whose contents cannot be trusted (the step that was to write
+    /// them failed); at zero its prefix-cache entry is dropped too and the block goes to
+    /// the front of the free queue, so no later prompt can hit it.
+    pub(crate) fn release_discarded(&mut self, b: u32) {
+        if self.meta(b).ref_count == 1 {
+            if let Some(c) = &mut self.cache {
+                if c.is_cached(b) {
+                    c.evict(b);
+                }
+            }
+        }
+        self.release(b);
+    }
+
     /// Writes token `t` into slot `slot` of `b` (which holds exactly `slot` tokens).
     #[inline]
     pub(crate) fn write(&mut self, b: u32, slot: usize, t: TokenId) {

@@ -375,3 +375,25 @@ fn stats_serialize() {
     let t = m.tables().stats();
     assert_eq!(t.num_sequences, 0);
 }
+
+#[test]
+fn a_discarded_sequence_leaves_no_prefix_hit_behind() {
+    let mut m = cached(16);
+    let prompt: Vec<u32> = (100..112).collect(); // 3 full blocks of 4
+    m.add_sequence_with_prefix(SeqId(1), &prompt).unwrap();
+    m.append_tokens(SeqId(1), &prompt).unwrap();
+    // A second sequence shares the first two blocks (a real hit on computed K/V).
+    assert_eq!(m.add_sequence_with_prefix(SeqId(2), &prompt).unwrap(), 8);
+    m.append_tokens(SeqId(2), &prompt[8..]).unwrap();
+    // The first sequence's step failed: its blocks' contents are not trusted. Blocks the
+    // second sequence still holds keep their entries; the rest lose theirs.
+    assert_eq!(m.discard_sequence(SeqId(1)).unwrap(), 3);
+    ok(&m);
+    assert_eq!(m.cached_prefix_len(&prompt), 8);
+    m.discard_sequence(SeqId(2)).unwrap();
+    ok(&m);
+    assert_eq!(m.cached_prefix_len(&prompt), 0);
+    assert_eq!(m.stats().cached_free_blocks, 0);
+    assert_eq!(m.num_free_blocks(), 16);
+    assert!(m.discard_sequence(SeqId(2)).is_err());
+}

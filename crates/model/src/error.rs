@@ -58,9 +58,6 @@ pub enum ModelError {
     /// A batch passed to the forward pass is inconsistent.
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
-    /// Sampling parameters out of range.
-    #[error("invalid sampling parameters: {0}")]
-    InvalidSampling(String),
     /// The KV store or attention kernel rejected a call.
     #[error(transparent)]
     Kernel(#[from] pagedattn_kernels::KernelError),

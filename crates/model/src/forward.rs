@@ -257,3 +257,14 @@ struct Plan<'a> {
     /// Token row of each logits row.
     picked: Vec<usize>,
 }
+
+/// Index of the largest logit (the first, on ties); NaN is skipped.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = (0usize, f32::NEG_INFINITY);
+    for (i, &x) in logits.iter().enumerate() {
+        if x > best.1 {
+            best = (i, x);
+        }
+    }
+    best.0 as u32
+}

@@ -9,7 +9,6 @@
 //!   (or contiguous run); K/V go through a [`KvBackend`] ([`pagedattn_kernels::KvCache`]
 //!   or [`pagedattn_kernels::ContiguousKv`]); logits only for the rows asked for.
 //! - [`Tokenizer`]: byte-level BPE built from GGUF metadata or `tokenizer.json`; ChatML.
-//! - [`Sampler`]: greedy, temperature, top-k, top-p, seeded per request.
 //!
 //! ```
 //! use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
@@ -45,15 +44,13 @@ mod model;
 mod ops;
 pub mod quant;
 mod rope;
-mod sampling;
 mod tokenizer;
 mod weights;
 
 pub use batch::{AttnSeq, Batch, KvBackend, KvLocation, LogitsFor, SeqInput};
 pub use config::{ModelConfig, RopeStyle};
 pub use error::{ModelError, Result};
-pub use forward::{Logits, LogitsRow};
+pub use forward::{argmax, Logits, LogitsRow};
 pub use model::{LoadOptions, Model};
-pub use sampling::{argmax, Sampler, SamplingParams};
 pub use tokenizer::{TokenStream, Tokenizer};
 pub use weights::{LayerTensor, Matrix, TensorName, TensorSource, WeightDType};

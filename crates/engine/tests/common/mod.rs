@@ -19,6 +19,8 @@ pub struct Mock {
     block_size: usize,
     pub steps: usize,
     pub max_batch: usize,
+    /// Fail the execute call of this step number (1-based), before writing anything.
+    pub fail_at_step: Option<usize>,
 }
 
 impl Mock {
@@ -29,6 +31,7 @@ impl Mock {
             block_size: 0,
             steps: 0,
             max_batch: 0,
+            fail_at_step: None,
         }
     }
 }
@@ -77,6 +80,9 @@ impl Executor for Mock {
 
     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<StepOutput, String> {
         self.steps += 1;
+        if self.fail_at_step == Some(self.steps) {
+            return Err("injected failure".into());
+        }
         self.max_batch = self.max_batch.max(batch.chunks.len());
         // Like a real forward pass: every chunk's K/V is written before anyone attends.
         for c in &batch.chunks {
@@ -115,5 +121,6 @@ pub fn config(policy: KvPolicy, tokens: u64, block_size: usize) -> EngineConfig 
             headroom_blocks: 2,
             headroom_percent: 20,
         },
+        keep_history: true,
     }
 }
