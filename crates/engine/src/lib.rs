@@ -39,6 +39,7 @@
 //! ```
 
 mod completion;
+pub mod core;
 mod engine;
 mod error;
 mod executor;

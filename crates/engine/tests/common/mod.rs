@@ -21,6 +21,8 @@ pub struct Mock {
     pub max_batch: usize,
     /// Fail the execute call of this step number (1-based), before writing anything.
     pub fail_at_step: Option<usize>,
+    /// Sleep this long in every execute call (a model step takes time).
+    pub step_delay: std::time::Duration,
 }
 
 impl Mock {
@@ -32,6 +34,7 @@ impl Mock {
             steps: 0,
             max_batch: 0,
             fail_at_step: None,
+            step_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -80,6 +83,7 @@ impl Executor for Mock {
 
     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<StepOutput, String> {
         self.steps += 1;
+        std::thread::sleep(self.step_delay);
         if self.fail_at_step == Some(self.steps) {
             return Err("injected failure".into());
         }
