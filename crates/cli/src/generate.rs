@@ -114,7 +114,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             .map_err(|e| anyhow!("prompt {}: {e}", i + 1))?;
     }
     let single = texts.len() == 1;
-    let mut stream = TokenStream::new(&tok);
+    let mut stream = TokenStream::new(Arc::new(tok.clone()));
     let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); texts.len()];
     let mut stdout = std::io::stdout().lock();
     let t0 = Instant::now();

@@ -10,6 +10,7 @@ use crate::config::meta_str;
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufFile, Value};
 use std::path::Path;
+use std::sync::Arc;
 use tokenizers::decoders::byte_level::ByteLevel;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::digits::Digits;
@@ -27,6 +28,8 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     eos: Option<u32>,
     default_system: Option<String>,
+    /// The model's chat template (Jinja), from the GGUF metadata, if it has one.
+    chat_template: Option<String>,
 }
 
 fn tok_err(e: impl std::fmt::Display) -> ModelError {
@@ -118,6 +121,7 @@ impl Tokenizer {
             inner,
             eos,
             default_system: default_system_prompt(template),
+            chat_template: (!template.is_empty()).then(|| template.to_string()),
         })
     }
 
@@ -132,6 +136,55 @@ impl Tokenizer {
             inner,
             eos,
             default_system: None,
+            chat_template: None,
+        })
+    }
+
+    /// A byte-level tokenizer without merges: token `i` is byte `i` (256 tokens), no
+    /// end-of-sequence token, no chat template. For tests and for the `tiny` random model,
+    /// whose vocabulary is 256.
+    pub fn byte_level() -> Self {
+        // GPT-2's byte-to-character map: printable bytes stand for themselves, the others
+        // for 256, 257, ... in byte order.
+        let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+        let mut next = 256;
+        let vocab: Vocab = (0..256u32)
+            .map(|b| {
+                let c = if printable(b) {
+                    b
+                } else {
+                    next += 1;
+                    next - 1
+                };
+                (char::from_u32(c).expect("below U+0200").to_string(), b)
+            })
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, Vec::new())
+            .build()
+            .expect("a vocabulary without merges is valid");
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        inner.with_decoder(Some(ByteLevel::new(false, true, true)));
+        Self {
+            inner,
+            eos: None,
+            default_system: None,
+            chat_template: None,
+        }
+    }
+
+    /// The model's chat template (Jinja source), if its file has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    /// The text of token `id` (special tokens included), if it exists.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id).map(|_| {
+            self.inner
+                .decode(&[id], false)
+                .unwrap_or_default()
         })
     }
 
@@ -194,9 +247,9 @@ fn default_system_prompt(template: &str) -> Option<String> {
 /// tokens back (`prefix`), and new text is released only once the window decodes cleanly
 /// (no trailing U+FFFD): a split character is held back, never emitted broken. The same
 /// scheme vLLM and TGI use (`prefix_offset` / `read_offset`).
-#[derive(Debug)]
-pub struct TokenStream<'a> {
-    tokenizer: &'a Tokenizer,
+#[derive(Debug, Clone)]
+pub struct TokenStream {
+    tokenizer: Arc<Tokenizer>,
     ids: Vec<u32>,
     /// Start of the window decoded for context.
     prefix: usize,
@@ -204,9 +257,9 @@ pub struct TokenStream<'a> {
     read: usize,
 }
 
-impl<'a> TokenStream<'a> {
+impl TokenStream {
     /// An empty stream.
-    pub fn new(tokenizer: &'a Tokenizer) -> Self {
+    pub fn new(tokenizer: Arc<Tokenizer>) -> Self {
         Self {
             tokenizer,
             ids: Vec::new(),
@@ -254,28 +307,9 @@ impl<'a> TokenStream<'a> {
 mod tests {
     use super::*;
 
-    /// A byte-level tokenizer without merges: every byte is a token, so every multi-byte
-    /// character is split across tokens.
-    fn bytes_tokenizer() -> Tokenizer {
-        let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-        alphabet.sort_unstable();
-        let vocab: Vocab = alphabet
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.to_string(), i as u32))
-            .collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, Vec::new())
-            .build()
-            .unwrap();
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
-        inner.with_decoder(Some(ByteLevel::new(false, true, true)));
-        Tokenizer {
-            inner,
-            eos: None,
-            default_system: None,
-        }
+    /// Every byte is a token, so every multi-byte character is split across tokens.
+    fn bytes_tokenizer() -> Arc<Tokenizer> {
+        Arc::new(Tokenizer::byte_level())
     }
 
     #[test]
@@ -287,7 +321,7 @@ mod tests {
             ids.len() > text.chars().count(),
             "bytes must split characters"
         );
-        let mut stream = TokenStream::new(&tok);
+        let mut stream = TokenStream::new(tok.clone());
         let mut out = String::new();
         for &id in &ids {
             if let Some(piece) = stream.push(id).unwrap() {
@@ -303,7 +337,7 @@ mod tests {
     fn streaming_decode_flushes_a_truncated_character_lossily() {
         let tok = bytes_tokenizer();
         let ids = tok.encode("ab🦀").unwrap();
-        let mut stream = TokenStream::new(&tok);
+        let mut stream = TokenStream::new(tok.clone());
         let mut out = String::new();
         for &id in &ids[..ids.len() - 1] {
             out.push_str(&stream.push(id).unwrap().unwrap_or_default());
@@ -317,7 +351,7 @@ mod tests {
         let tok = bytes_tokenizer();
         let text = "Grüße, 世界! ".repeat(400);
         let ids = tok.encode(&text).unwrap();
-        let mut stream = TokenStream::new(&tok);
+        let mut stream = TokenStream::new(tok.clone());
         let mut out = String::new();
         for &id in &ids {
             out.push_str(&stream.push(id).unwrap().unwrap_or_default());
