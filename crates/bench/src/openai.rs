@@ -103,6 +103,15 @@ pub fn run_openai_detailed(
     if reqs.is_empty() {
         return Err(BenchError::Invalid("no requests to send".into()));
     }
+    if let Some(r) = reqs
+        .iter()
+        .find(|r| !(r.arrival.is_finite() && r.arrival >= 0.0))
+    {
+        return Err(BenchError::Invalid(format!(
+            "arrival time {} is not a time from the start",
+            r.arrival
+        )));
+    }
     if backend.timeout.is_zero() {
         return Err(BenchError::Invalid(
             "the request timeout must be > 0".into(),
@@ -133,7 +142,7 @@ pub fn run_openai_detailed(
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (r, body)) in reqs.iter().zip(bodies).enumerate() {
             let (client, url, timeout) = (client.clone(), url.clone(), backend.timeout);
-            let at = start + Duration::from_secs_f64(r.arrival.max(0.0));
+            let at = start + Duration::from_secs_f64(r.arrival);
             tasks.spawn(async move {
                 tokio::time::sleep_until(at).await;
                 let out = tokio::time::timeout(timeout, stream_one(&client, &url, body, start))

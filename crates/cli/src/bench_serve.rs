@@ -311,15 +311,18 @@ fn run_server(args: &ServeArgs) -> Result<()> {
         ),
         e => bail!("--exec must be real or simulated, not {e:?}"),
     }
-    if !(args.request_timeout.is_finite() && args.request_timeout > 0.0) {
-        bail!(
-            "--request-timeout must be a positive number of seconds, not {}",
-            args.request_timeout
-        );
-    }
+    let timeout = Duration::try_from_secs_f64(args.request_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| {
+            format!(
+                "--request-timeout must be a positive number of seconds, not {}",
+                args.request_timeout
+            )
+        })?;
     let mut backend = OpenAiBackend::new(&args.url).map_err(|e| anyhow!("--url: {e}"))?;
     backend.model.clone_from(&args.served_model_name);
-    backend.timeout = Duration::from_secs_f64(args.request_timeout);
+    backend.timeout = timeout;
     let base = backend.base_url()?;
     let vocab_size = args.vocab_size.unwrap_or(DEFAULT_SERVER_VOCAB_SIZE);
     let rates = parse_rates(&args.rate)?;
