@@ -1,6 +1,6 @@
-//! A load generator for OpenAI-compatible servers (ours, vLLM's, llama.cpp's
-//! llama-server): the same workload the in-process engine runs, sent over HTTP, measured
-//! per token and summarized by the same [`PolicyReport`] code.
+//! A load generator for any OpenAI-compatible server (vLLM, llama.cpp's llama-server,
+//! ...): the same workload the in-process engine runs, sent over HTTP, measured per token
+//! and summarized by the same [`PolicyReport`] code.
 //!
 //! Each request is sent at its arrival time (seconds from the run's start) as a streaming
 //! `POST {url}/v1/completions` with the prompt as token ids, `max_tokens` = the request's
