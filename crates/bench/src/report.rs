@@ -38,6 +38,10 @@ pub struct PolicyReport {
     pub policy: String,
     /// Requests completed.
     pub requests: usize,
+    /// Requests that failed (an HTTP backend's errors, timeouts or broken streams; the
+    /// in-process engine has none). Not counted in `requests` or in any latency.
+    #[serde(default)]
+    pub failed_requests: usize,
     /// First arrival to last completion, seconds.
     pub duration_s: f64,
     /// Requests per second.
@@ -147,6 +151,7 @@ impl PolicyReport {
         Self {
             policy: r.policy.to_string(),
             requests: seqs.len(),
+            failed_requests: 0,
             duration_s: duration,
             requests_per_s: seqs.len() as f64 / duration,
             output_tokens_per_s: out_tokens as f64 / duration,
@@ -159,7 +164,8 @@ impl PolicyReport {
             peak_kv_bytes: peak.map_or(0, |s| s.kv_held_slots as u64 * r.kv_bytes_per_token),
             peak_rss_bytes: r.peak_rss_bytes,
             utilization_mean: tavg(&|s| s.utilization),
-            utilization_peak: peak.map_or(1.0, |s| s.utilization),
+            // 0 when no step was recorded (a run against an HTTP server measures no KV).
+            utilization_peak: peak.map_or(0.0, |s| s.utilization),
             internal_fragmentation: tavg(&|s| s.internal_fragmentation_slots as f64 / cap),
             external_fragmentation: tavg(&|s| s.external_fragmentation_slots as f64 / cap),
             block_reuse: r.kv.block_reuse,
@@ -208,25 +214,30 @@ pub fn table(reports: &[PolicyReport]) -> String {
         let ms = |p: &Percentiles| format!("{:.0}/{:.0}/{:.0}", p.p50, p.p90, p.p99);
         let secs =
             |p: &Percentiles| format!("{:.1}/{:.1}/{:.1}", p.p50 / 1e3, p.p90 / 1e3, p.p99 / 1e3);
+        // A run that recorded no engine steps (an HTTP server) measured no KV, batch or
+        // preemption figures: those columns show "-" rather than zeros.
+        let engine = r.steps > 0;
+        let or_dash = |v: String| if engine { v } else { "-".to_string() };
+        let pct = |v: f64| or_dash(format!("{:.1}%", 100.0 * v));
         let _ = writeln!(
             s,
-            "{:<18} {:>7.3} {:>8.1} {:>8.1} {:>5.2}x {:>18} {:>18} {:>18} {:>8.1}M {:>5.1}% {:>5.1}% {:>5.1}% {:>5.1}% {:>6.1} {:>7} {:>6.1}%",
+            "{:<18} {:>7.3} {:>8.1} {:>8.1} {:>6} {:>18} {:>18} {:>18} {:>9} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7}",
             r.policy,
             r.requests_per_s,
             r.output_tokens_per_s,
             r.total_tokens_per_s,
-            r.throughput_vs_paged,
+            or_dash(format!("{:.2}x", r.throughput_vs_paged)),
             ms(&r.ttft_ms),
             ms(&r.tpot_ms),
             secs(&r.e2e_ms),
-            r.peak_kv_bytes as f64 / (1024.0 * 1024.0),
-            100.0 * r.utilization_mean,
-            100.0 * r.utilization_peak,
-            100.0 * r.internal_fragmentation,
-            100.0 * r.external_fragmentation,
-            r.mean_batch_size,
-            r.preemptions,
-            100.0 * r.recompute_tax,
+            or_dash(format!("{:.1}M", r.peak_kv_bytes as f64 / (1024.0 * 1024.0))),
+            pct(r.utilization_mean),
+            pct(r.utilization_peak),
+            pct(r.internal_fragmentation),
+            pct(r.external_fragmentation),
+            or_dash(format!("{:.1}", r.mean_batch_size)),
+            or_dash(r.preemptions.to_string()),
+            pct(r.recompute_tax),
         );
     }
     let _ = writeln!(
@@ -241,21 +252,35 @@ pub fn table(reports: &[PolicyReport]) -> String {
             .collect::<Vec<_>>()
             .join("; ")
     );
-    let _ = writeln!(
-        s,
-        "block reuse / prefix hit / metadata overhead: {}",
-        reports
-            .iter()
-            .map(|r| format!(
-                "{} {:.1}%/{:.1}%/{:.4}%",
-                r.policy,
-                100.0 * r.block_reuse,
-                100.0 * r.prefix_hit_rate,
-                100.0 * r.metadata_overhead
-            ))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+    let engine: Vec<&PolicyReport> = reports.iter().filter(|r| r.steps > 0).collect();
+    if !engine.is_empty() {
+        let _ = writeln!(
+            s,
+            "block reuse / prefix hit / metadata overhead: {}",
+            engine
+                .iter()
+                .map(|r| format!(
+                    "{} {:.1}%/{:.1}%/{:.4}%",
+                    r.policy,
+                    100.0 * r.block_reuse,
+                    100.0 * r.prefix_hit_rate,
+                    100.0 * r.metadata_overhead
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    if reports.iter().any(|r| r.failed_requests > 0) {
+        let _ = writeln!(
+            s,
+            "failed requests (not in any figure above): {}",
+            reports
+                .iter()
+                .map(|r| format!("{} {}", r.policy, r.failed_requests))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     s
 }
 

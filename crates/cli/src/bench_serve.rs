@@ -1,9 +1,12 @@
 //! `pagedattn bench serve`: the serving benchmark — one workload through each KV policy at
 //! the same KV budget, real or simulated execution, reported as a table, JSON and plots.
+//! With `--backend openai` the same workload goes over HTTP to an OpenAI-compatible server
+//! instead, measured and reported the same way.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use pagedattn_bench::driver::run_policy;
+use pagedattn_bench::openai::{run_openai_detailed, OpenAiBackend};
 use pagedattn_bench::report::{relate_to_paged, table, PolicyReport};
 use pagedattn_bench::sim::{GpuPreset, SimulatedExecutor, PRESETS};
 use pagedattn_bench::workload::{self, Arrivals, Lengths, WorkloadRequest, WorkloadSpec};
@@ -13,10 +16,33 @@ use pagedattn_model::{LoadOptions, Model, WeightDType};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Flags of `pagedattn bench serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// in-process (this engine, once per KV policy) or openai (send the workload to an
+    /// OpenAI-compatible server at --url; --policies and the model and engine flags are
+    /// then ignored).
+    #[arg(long, default_value = "in-process")]
+    backend: String,
+    /// Server for --backend openai: plain http, e.g. http://127.0.0.1:8000 (a trailing /v1
+    /// is accepted).
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// Model name to send with --backend openai (default: the first model the server's
+    /// GET /v1/models lists).
+    #[arg(long, alias = "model-name")]
+    served_model_name: Option<String>,
+    /// With --backend openai, seconds a request may take from sending to its last token;
+    /// a request past it counts as failed.
+    #[arg(long, default_value_t = 600.0)]
+    request_timeout: f64,
+    /// With --backend openai, prompt token ids are drawn below this (default 49152,
+    /// SmolLM2's vocabulary: the same workload a real in-process run draws). In-process
+    /// runs take the model's.
+    #[arg(long)]
+    vocab_size: Option<usize>,
     /// sharegpt-like, alpaca-like, prefix-shared or uniform.
     #[arg(long, default_value = "sharegpt-like")]
     workload: String,
@@ -154,6 +180,14 @@ fn parse_rates(s: &str) -> Result<Vec<Option<f64>>> {
 
 /// Runs `pagedattn bench serve`.
 pub fn run(args: &ServeArgs) -> Result<()> {
+    match args.backend.as_str() {
+        "in-process" => {}
+        "openai" => return run_server(args),
+        b => bail!("--backend must be in-process or openai, not {b:?}"),
+    }
+    if args.vocab_size.is_some() {
+        bail!("--vocab-size applies to --backend openai (in-process runs take the model's)");
+    }
     let policies: Vec<KvPolicy> = args
         .policies
         .split(',')
@@ -247,11 +281,103 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             all.push((*rate, reports));
         }
     }
+    let config = json!({
+        "workload": workload_name(args),
+        "requests": requests,
+        "kv_budget_bytes": kv_budget,
+        "block_size": args.block_size,
+        "max_model_len": args.max_model_len,
+        "exec": args.exec,
+        "model": model_name,
+        "seed": args.seed,
+    });
+    write_outputs(args, &config, &all)
+}
+
+/// Prompt token ids of `--backend openai` workloads are drawn below this unless
+/// `--vocab-size` says otherwise: SmolLM2's vocabulary, so the requests are those a real
+/// in-process run with the default model draws (same generator, same seed).
+const DEFAULT_SERVER_VOCAB_SIZE: usize = 49_152;
+
+/// Failed requests whose reason is printed, at most, per run.
+const SHOWN_ERRORS: usize = 5;
+
+/// `--backend openai`: the workload of a real run, sent to an OpenAI-compatible server.
+fn run_server(args: &ServeArgs) -> Result<()> {
+    match args.exec.as_str() {
+        "real" => {}
+        "simulated" => bail!(
+            "--exec simulated models a GPU in-process; it cannot be combined with --backend openai"
+        ),
+        e => bail!("--exec must be real or simulated, not {e:?}"),
+    }
+    let timeout = Duration::try_from_secs_f64(args.request_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| {
+            format!(
+                "--request-timeout must be a positive number of seconds, not {}",
+                args.request_timeout
+            )
+        })?;
+    let mut backend = OpenAiBackend::new(&args.url).map_err(|e| anyhow!("--url: {e}"))?;
+    backend.model.clone_from(&args.served_model_name);
+    backend.timeout = timeout;
+    let base = backend.base_url()?;
+    let vocab_size = args.vocab_size.unwrap_or(DEFAULT_SERVER_VOCAB_SIZE);
+    let rates = parse_rates(&args.rate)?;
+    let requests = args.requests.unwrap_or(DEFAULT_REAL_REQUESTS);
+    let mut all = Vec::new();
+    let mut model = String::new();
+    for rate in &rates {
+        let reqs = build_workload(args, *rate, requests, vocab_size)?;
+        let bar = progress(args.quiet, reqs.len(), "openai", *rate);
+        let run = run_openai_detailed(&backend, &reqs, |n| bar.set_position(n as u64));
+        bar.finish_and_clear();
+        let run = run?;
+        for (i, why) in run.errors.iter().take(SHOWN_ERRORS) {
+            eprintln!("warning: request {i} failed: {why}");
+        }
+        if run.errors.len() > SHOWN_ERRORS {
+            eprintln!(
+                "warning: {} more requests failed",
+                run.errors.len() - SHOWN_ERRORS
+            );
+        }
+        println!(
+            "{}, OpenAI-compatible server {base}, model {} (vocabulary {vocab_size}; --policies and the model and engine flags are ignored)",
+            workload_summary(args, &reqs, *rate),
+            run.model
+        );
+        print!("{}", table(std::slice::from_ref(&run.report)));
+        model = run.model;
+        all.push((*rate, vec![run.report]));
+    }
+    let config = json!({
+        "backend": "openai",
+        "workload": workload_name(args),
+        "requests": requests,
+        "max_model_len": args.max_model_len,
+        "url": base,
+        "model": model,
+        "vocab_size": vocab_size,
+        "request_timeout_s": args.request_timeout,
+        "seed": args.seed,
+    });
+    write_outputs(args, &config, &all)
+}
+
+/// The JSON report and SVG plots, where asked for.
+fn write_outputs(
+    args: &ServeArgs,
+    config: &serde_json::Value,
+    all: &[(Option<f64>, Vec<PolicyReport>)],
+) -> Result<()> {
     if let Some(path) = &args.json {
-        write_json(path, args, &all, kv_budget, &model_name, requests)?;
+        write_json(path, config, all)?;
     }
     if let Some(dir) = &args.svg {
-        pagedattn_bench::plot::write_plots(dir, &all).map_err(anyhow::Error::msg)?;
+        pagedattn_bench::plot::write_plots(dir, all).map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }
@@ -304,6 +430,31 @@ fn run_all<E: pagedattn_engine::Executor>(
     Ok(reports)
 }
 
+fn workload_name(args: &ServeArgs) -> String {
+    args.trace
+        .as_ref()
+        .map_or(args.workload.clone(), |t| t.display().to_string())
+}
+
+/// "N requests (workload; mean prompt P, output O tokens), arrivals".
+fn workload_summary(args: &ServeArgs, reqs: &[WorkloadRequest], rate: Option<f64>) -> String {
+    let mean = |f: fn(&WorkloadRequest) -> usize| {
+        reqs.iter().map(f).sum::<usize>() as f64 / reqs.len() as f64
+    };
+    format!(
+        "{} requests ({}; mean prompt {:.0}, output {:.0} tokens), {}",
+        reqs.len(),
+        workload_name(args),
+        mean(|r| r.prompt.len()),
+        mean(|r| r.output_len),
+        rate.map_or("all at once".to_string(), |r| if r.is_nan() {
+            "trace arrivals".into()
+        } else {
+            format!("Poisson {r} req/s")
+        }),
+    )
+}
+
 fn print_header(
     args: &ServeArgs,
     reqs: &[WorkloadRequest],
@@ -311,16 +462,9 @@ fn print_header(
     kv_budget: u64,
     model: &str,
 ) {
-    let mean = |f: fn(&WorkloadRequest) -> usize| {
-        reqs.iter().map(f).sum::<usize>() as f64 / reqs.len() as f64
-    };
     println!(
-        "{} requests ({}; mean prompt {:.0}, output {:.0} tokens), {}, KV budget {:.1} MiB for every policy, block size {}, {} execution: {}",
-        reqs.len(),
-        args.trace.as_ref().map_or(args.workload.clone(), |t| t.display().to_string()),
-        mean(|r| r.prompt.len()),
-        mean(|r| r.output_len),
-        rate.map_or("all at once".to_string(), |r| if r.is_nan() { "trace arrivals".into() } else { format!("Poisson {r} req/s") }),
+        "{}, KV budget {:.1} MiB for every policy, block size {}, {} execution: {}",
+        workload_summary(args, reqs, rate),
         kv_budget as f64 / (1024.0 * 1024.0),
         args.block_size,
         args.exec,
@@ -394,7 +538,12 @@ fn build_workload(
     Ok(reqs)
 }
 
-fn progress(quiet: bool, n: usize, policy: KvPolicy, rate: Option<f64>) -> indicatif::ProgressBar {
+fn progress(
+    quiet: bool,
+    n: usize,
+    policy: impl std::fmt::Display,
+    rate: Option<f64>,
+) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
@@ -415,22 +564,9 @@ fn progress(quiet: bool, n: usize, policy: KvPolicy, rate: Option<f64>) -> indic
 
 fn write_json(
     path: &PathBuf,
-    args: &ServeArgs,
+    config: &serde_json::Value,
     all: &[(Option<f64>, Vec<PolicyReport>)],
-    kv_budget: u64,
-    model: &str,
-    requests: usize,
 ) -> Result<()> {
-    let config = json!({
-        "workload": args.trace.as_ref().map_or(args.workload.clone(), |t| t.display().to_string()),
-        "requests": requests,
-        "kv_budget_bytes": kv_budget,
-        "block_size": args.block_size,
-        "max_model_len": args.max_model_len,
-        "exec": args.exec,
-        "model": model,
-        "seed": args.seed,
-    });
     let sweep: Vec<_> = all
         .iter()
         .map(|(rate, p)| json!({ "rate": rate.filter(|r| !r.is_nan()), "policies": p }))

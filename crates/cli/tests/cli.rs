@@ -171,3 +171,171 @@ fn bench_kv_runs() {
         assert!(text.contains(p), "{p} missing:\n{text}");
     }
 }
+
+#[test]
+fn openai_backend_errors_are_one_line() {
+    let bad = |args: &[&str], says: &str| {
+        let mut all = vec!["bench", "serve", "--quiet"];
+        all.extend_from_slice(args);
+        let out = pagedattn(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = one_line_error(&out);
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    bad(
+        &["--backend", "grpc"],
+        "--backend must be in-process or openai",
+    );
+    bad(
+        &["--backend", "openai", "--exec", "simulated"],
+        "cannot be combined with --backend openai",
+    );
+    bad(
+        &["--backend", "openai", "--url", "127.0.0.1:8000"],
+        "must start with http://",
+    );
+    bad(
+        &["--backend", "openai", "--url", "https://127.0.0.1:8000"],
+        "https is not supported",
+    );
+    bad(
+        &["--backend", "openai", "--request-timeout", "0"],
+        "--request-timeout",
+    );
+    bad(
+        &["--vocab-size", "1000"],
+        "--vocab-size applies to --backend openai",
+    );
+    // Nobody listening: the port of a listener just closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    bad(
+        &["--backend", "openai", "--url", &url, "--requests", "2"],
+        &format!("cannot connect to {url}: connection refused"),
+    );
+}
+
+/// A minimal OpenAI-compatible server on 127.0.0.1 for `connections` connections (one
+/// request each, answered and closed; at most 20 s): one model, every completion streamed
+/// as one event per token and a usage event.
+fn tiny_openai_server(connections: usize) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(connections) {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                    .unwrap();
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let (mut line, mut length) = (String::new(), 0);
+                r.read_line(&mut line).unwrap();
+                let get = line.starts_with("GET ");
+                loop {
+                    let mut h = String::new();
+                    r.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                r.read_exact(&mut body).unwrap();
+                let mut out = String::from("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                if get {
+                    out.push_str(r#"{"object":"list","data":[{"id":"tiny","object":"model"}]}"#);
+                } else {
+                    let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let n = req["max_tokens"].as_u64().unwrap();
+                    let p = req["prompt"].as_array().unwrap().len();
+                    for _ in 0..n {
+                        out.push_str("data: {\"choices\":[{\"index\":0,\"text\":\"x\"}]}\n\n");
+                    }
+                    let usage = serde_json::json!({"choices": [],
+                        "usage": {"prompt_tokens": p, "completion_tokens": n}});
+                    out.push_str("data: ");
+                    out.push_str(&usage.to_string());
+                    out.push_str("\n\ndata: [DONE]\n\n");
+                }
+                let _ = w.write_all(out.as_bytes());
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn openai_backend_runs_the_real_workload_against_a_server() {
+    let url = tiny_openai_server(5);
+    let dir = std::env::temp_dir().join(format!("pa-cli-openai-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let saved = dir.join("w.jsonl");
+    let out = pagedattn(&[
+        "bench",
+        "serve",
+        "--backend",
+        "openai",
+        "--url",
+        &url,
+        "--workload",
+        "alpaca-like",
+        "--requests",
+        "4",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+        "--save-workload",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("4 requests (alpaca-like;")
+            && text.contains(&format!("server {url}, model tiny")),
+        "{text}"
+    );
+    assert!(
+        text.lines().nth(2).unwrap().starts_with("openai "),
+        "{text}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["config"]["backend"], "openai");
+    assert_eq!(doc["config"]["model"], "tiny");
+    assert_eq!(doc["config"]["vocab_size"], 49152);
+    let p = &doc["policies"][0];
+    assert_eq!(
+        (p["requests"].as_u64(), p["failed_requests"].as_u64()),
+        (Some(4), Some(0))
+    );
+    // The report counts the tokens the workload asked for.
+    let wl: Vec<serde_json::Value> = std::fs::read_to_string(&saved)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let asked: u64 = wl.iter().map(|r| r["output_len"].as_u64().unwrap()).sum();
+    let got = p["output_tokens_per_s"].as_f64().unwrap() * p["duration_s"].as_f64().unwrap();
+    assert!(
+        (got - asked as f64).abs() < 1e-6 * asked as f64,
+        "{got} vs {asked}"
+    );
+    assert!(wl
+        .iter()
+        .flat_map(|r| r["prompt"].as_array().unwrap())
+        .all(|t| (2..49152).contains(&t.as_u64().unwrap())));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
