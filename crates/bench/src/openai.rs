@@ -402,6 +402,8 @@ struct Usage {
     #[serde(default)]
     prompt_tokens: Option<usize>,
     completion_tokens: usize,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptTokensDetails>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -463,6 +465,10 @@ impl Stream {
             .unwrap_or_else(|| self.token_times.last().copied().unwrap_or(0.0));
         let mut token_times = self.token_times;
         let mut prompt_len = r.prompt.len();
+        let cached_tokens = self
+            .usage
+            .and_then(|u| u.prompt_tokens_details)
+            .map_or(0, |d| d.cached_tokens);
         if let Some(u) = self.usage {
             let fill = token_times.last().copied().unwrap_or(finished);
             token_times.resize(u.completion_tokens, fill);
@@ -472,6 +478,7 @@ impl Stream {
             request: RequestId(i as u64),
             index: 0,
             prompt_len,
+            cached_tokens,
             arrival: r.arrival,
             first_scheduled: None,
             token_times,
@@ -484,6 +491,12 @@ impl Stream {
             preemptions: 0,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct PromptTokensDetails {
+    #[serde(default)]
+    cached_tokens: usize,
 }
 
 /// An incremental parser of a server-sent events stream: feed it bytes as they arrive,
