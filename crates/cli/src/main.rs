@@ -1,10 +1,11 @@
-//! `pagedattn`: PagedAttention on the CPU — benchmarks and generation.
+//! `pagedattn`: PagedAttention on the CPU — benchmarks, generation and serving.
 
 mod bench_kernels;
 mod bench_kv;
 mod bench_serve;
 mod generate;
 mod machine;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ enum Command {
     },
     /// Generate text with a model (streams tokens to stdout).
     Generate(generate::GenerateArgs),
+    /// Serve a model over HTTP: an OpenAI-compatible API (completions, chat, streaming),
+    /// /health and /metrics.
+    Serve(serve::ServeArgs),
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -38,6 +42,17 @@ enum Bench {
     Kernels(bench_kernels::KernelsArgs),
     /// Block manager vs contiguous allocator on a synthetic serving workload (no model).
     Kv(bench_kv::KvArgs),
+}
+
+/// Log lines to stderr (`RUST_LOG` filters; default: info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -53,6 +68,10 @@ fn main() -> ExitCode {
             2,
         ),
         Command::Generate(args) => (generate::run(args), 1),
+        Command::Serve(args) => {
+            init_logging();
+            (serve::run(args), 1)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -181,11 +181,9 @@ impl Tokenizer {
 
     /// The text of token `id` (special tokens included), if it exists.
     pub fn token_text(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id).map(|_| {
-            self.inner
-                .decode(&[id], false)
-                .unwrap_or_default()
-        })
+        self.inner
+            .id_to_token(id)
+            .map(|_| self.inner.decode(&[id], false).unwrap_or_default())
     }
 
     /// Token ids of `text`; special tokens written in the text are recognized, no BOS added.
