@@ -33,7 +33,11 @@ pub struct Job {
 }
 
 /// A completion request to a job.
-pub fn completion_job(state: &AppState, req: CompletionRequest) -> Result<Job, ApiError> {
+pub fn completion_job(
+    state: &AppState,
+    req: CompletionRequest,
+    common: &CommonParams,
+) -> Result<Job, ApiError> {
     if req.echo == Some(true) {
         return Err(ApiError::bad_request("echo is not supported", Some("echo")));
     }
@@ -64,7 +68,7 @@ pub fn completion_job(state: &AppState, req: CompletionRequest) -> Result<Job, A
         }
     };
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    job(state, &req.common, prompts, logprobs, |_| {
+    job(state, common, prompts, logprobs, |_| {
         Some(
             DEFAULT_COMPLETION_TOKENS
                 .min(state.engine.max_model_len().saturating_sub(longest).max(1)),
@@ -73,7 +77,11 @@ pub fn completion_job(state: &AppState, req: CompletionRequest) -> Result<Job, A
 }
 
 /// A chat request to a job: the messages through the chat template, then tokenized.
-pub fn chat_job(state: &AppState, req: ChatRequest) -> Result<Job, ApiError> {
+pub fn chat_job(
+    state: &AppState,
+    req: ChatRequest,
+    common: &CommonParams,
+) -> Result<Job, ApiError> {
     let messages = match req.messages {
         Some(m) if !m.is_empty() => m,
         _ => {
@@ -112,7 +120,7 @@ pub fn chat_job(state: &AppState, req: ChatRequest) -> Result<Job, ApiError> {
     };
     let len = prompt.len();
     // Without max_tokens a chat reply may use the rest of the context (as vLLM does).
-    job(state, &req.common, vec![prompt], logprobs, |max_len| {
+    job(state, common, vec![prompt], logprobs, |max_len| {
         max_len.checked_sub(len).filter(|&m| m > 0)
     })
 }

@@ -85,7 +85,8 @@ pub struct CommonParams {
     pub user: Option<String>,
 }
 
-/// `POST /v1/completions`.
+/// `POST /v1/completions`: its own fields (the shared ones are [`CommonParams`], read from
+/// the same body).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct CompletionRequest {
     /// The prompt(s).
@@ -94,9 +95,6 @@ pub struct CompletionRequest {
     pub logprobs: Option<u64>,
     /// Echo the prompt before the completion (not supported: must be false).
     pub echo: Option<bool>,
-    /// The shared fields.
-    #[serde(flatten)]
-    pub common: CommonParams,
 }
 
 /// One chat message; `content` is a string or a list of `{"type": "text", "text": ...}`
@@ -110,7 +108,7 @@ pub struct ChatMessage {
     pub content: Option<Value>,
 }
 
-/// `POST /v1/chat/completions`.
+/// `POST /v1/chat/completions`: its own fields (the shared ones are [`CommonParams`]).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct ChatRequest {
     /// The conversation.
@@ -119,9 +117,6 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     /// How many alternatives per token (0-20), with `logprobs`.
     pub top_logprobs: Option<u64>,
-    /// The shared fields.
-    #[serde(flatten)]
-    pub common: CommonParams,
 }
 
 /// `usage.prompt_tokens_details`.

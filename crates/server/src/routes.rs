@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::generation::{drive, submit, Delta};
 use crate::job::{chat_job, completion_job, Job};
 use crate::openai::{
-    ChatChoice, ChatDelta, ChatLogprobs, ChatRequest, ChatResponse, ChatTokenLogprob,
+    ChatChoice, ChatDelta, ChatLogprobs, ChatRequest, ChatResponse, ChatTokenLogprob, CommonParams,
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, ModelCard,
     ModelList, TopLogprob, Usage,
 };
@@ -118,8 +118,11 @@ async fn models(State(s): Shared) -> Json<ModelList> {
     })
 }
 
-/// The JSON body as `T`, or a 400 naming the field (413 when over the size limit).
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+/// The JSON body as an endpoint's own fields `T` and the shared [`CommonParams`], or a 400
+/// naming the field at fault (413 when over the size limit).
+fn parse<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(T, CommonParams), ApiError> {
     let bytes = body.map_err(|e| {
         let status = e.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -129,19 +132,29 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
         };
         ApiError::new(status, code, e.body_text())
     })?;
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("the body is not valid JSON: {e}"),
+        param: None,
+        code: "invalid_json",
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object",
+            None,
+        ));
+    }
+    Ok((typed(&value)?, typed(&value)?))
+}
+
+/// `value` as `T`, naming the field that does not fit.
+fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let param = (path != "." && path != "?").then_some(path);
         ApiError {
             status: StatusCode::BAD_REQUEST,
-            message: if inner.is_syntax() || inner.is_eof() {
-                format!("the body is not valid JSON: {inner}")
-            } else {
-                format!("invalid request: {inner}")
-            },
-            param,
+            message: format!("invalid request: {}", e.into_inner()),
+            param: (path != "." && path != "?").then_some(path),
             code: "invalid_request",
         }
     })
@@ -173,7 +186,7 @@ async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let received = Instant::now();
-    let job = match parse::<CompletionRequest>(body).and_then(|r| completion_job(&s, r)) {
+    let job = match parse::<CompletionRequest>(body).and_then(|(r, c)| completion_job(&s, r, &c)) {
         Ok(j) => j,
         Err(e) => return reject(&s, e),
     };
@@ -182,7 +195,7 @@ async fn completions(
 
 async fn chat(State(s): Shared, body: Result<Bytes, BytesRejection>) -> Response {
     let received = Instant::now();
-    let job = match parse::<ChatRequest>(body).and_then(|r| chat_job(&s, r)) {
+    let job = match parse::<ChatRequest>(body).and_then(|(r, c)| chat_job(&s, r, &c)) {
         Ok(j) => j,
         Err(e) => return reject(&s, e),
     };
