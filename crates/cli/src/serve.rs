@@ -93,15 +93,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let kv_budget = parse_bytes(&args.kv_budget).context("--kv-budget")?;
     let max_body = usize::try_from(parse_bytes(&args.max_body).context("--max-body")?)
         .map_err(|_| anyhow!("--max-body is too large"))?;
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => {
-            let p = PathBuf::from(DEFAULT_MODEL);
-            if !p.exists() {
-                fetch_default_model()?;
-            }
-            p
+    let path = if let Some(p) = &args.model {
+        p.clone()
+    } else {
+        let p = PathBuf::from(DEFAULT_MODEL);
+        if !p.exists() {
+            fetch_default_model()?;
         }
+        p
     };
     let model = Model::load(&path, LoadOptions { dtype: weights })
         .map_err(|e| anyhow!("cannot load model {}: {e}", path.display()))?;

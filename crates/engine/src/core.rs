@@ -232,7 +232,7 @@ impl RequestStream {
             return None;
         }
         let ev = self.rx.recv().await;
-        self.account(ev)
+        Some(self.account(ev))
     }
 
     /// The next event, blocking the calling thread (not for use inside an async runtime).
@@ -241,25 +241,25 @@ impl RequestStream {
             return None;
         }
         let ev = self.rx.blocking_recv();
-        self.account(ev)
+        Some(self.account(ev))
     }
 
-    fn account(&mut self, ev: Option<Event>) -> Option<Event> {
+    fn account(&mut self, ev: Option<Event>) -> Event {
         match ev {
             Some(Event::Output(o)) => {
                 if o.finished.is_some() {
                     self.remaining -= 1;
                 }
-                Some(Event::Output(o))
+                Event::Output(o)
             }
             Some(Event::Failed(m)) => {
                 self.remaining = 0;
-                Some(Event::Failed(m))
+                Event::Failed(m)
             }
             None => {
                 // The engine thread is gone without ending this request.
                 self.remaining = 0;
-                Some(Event::Failed(EngineError::Stopped.to_string()))
+                Event::Failed(EngineError::Stopped.to_string())
             }
         }
     }

@@ -183,8 +183,8 @@ mod tests {
         Sampler::new(
             &SamplingParams {
                 temperature,
-                top_k,
                 top_p,
+                top_k,
                 ..SamplingParams::default()
             },
             seed,

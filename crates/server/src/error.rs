@@ -90,8 +90,9 @@ impl From<EngineError> for ApiError {
                 param: Some("max_tokens".into()),
                 code: "context_length_exceeded",
             },
-            EngineError::EmptyPrompt(_) => Self::bad_request(e.to_string(), Some("prompt")),
-            EngineError::TokenOutOfVocab { .. } => Self::bad_request(e.to_string(), Some("prompt")),
+            EngineError::EmptyPrompt(_) | EngineError::TokenOutOfVocab { .. } => {
+                Self::bad_request(e.to_string(), Some("prompt"))
+            }
             EngineError::InvalidSampling { .. } => Self::bad_request(e.to_string(), None),
             EngineError::Stopped => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

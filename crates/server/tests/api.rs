@@ -391,9 +391,7 @@ fn parse_exposition(text: &str) -> std::collections::HashMap<String, f64> {
         if let Some(rest) = l.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
             types.insert(name.to_string(), kind.to_string());
-        } else if l.starts_with('#') {
-            continue;
-        } else {
+        } else if !l.starts_with('#') {
             let (series, value) = l.rsplit_once(' ').unwrap();
             let name = series.split('{').next().unwrap();
             assert!(
@@ -444,10 +442,14 @@ async fn metrics_parse_and_use_vllm_names() {
     let text = r.text().await.unwrap();
     let m = parse_exposition(&text);
     let get = |name: &str| {
-        m.iter()
+        let v = *m
+            .iter()
             .find(|(k, _)| k.split('{').next() == Some(name))
-            .map(|(_, v)| *v)
             .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .1;
+        // Every figure here is a count.
+        assert!(v.fract() == 0.0 && v >= 0.0, "{name} = {v}");
+        v as u64
     };
     for name in [
         "vllm:num_requests_running",
@@ -458,16 +460,16 @@ async fn metrics_parse_and_use_vllm_names() {
     ] {
         get(name);
     }
-    assert_eq!(get("vllm:prompt_tokens_total"), 72.0);
-    assert_eq!(get("vllm:generation_tokens_total"), 8.0);
-    assert_eq!(get("vllm:prefix_cache_queries_total"), 72.0);
+    assert_eq!(get("vllm:prompt_tokens_total"), 72);
+    assert_eq!(get("vllm:generation_tokens_total"), 8);
+    assert_eq!(get("vllm:prefix_cache_queries_total"), 72);
     // The second prompt found its first two full blocks (32 tokens) in the prefix cache.
-    assert_eq!(get("vllm:prefix_cache_hits_total"), 32.0);
-    assert_eq!(get("vllm:num_preemptions_total"), 0.0);
-    assert_eq!(get("vllm:time_to_first_token_seconds_count"), 2.0);
-    assert_eq!(get("vllm:e2e_request_latency_seconds_count"), 2.0);
-    assert_eq!(get("vllm:inter_token_latency_seconds_count"), 6.0);
-    assert_eq!(get("vllm:kv_cache_usage_perc"), 0.0);
+    assert_eq!(get("vllm:prefix_cache_hits_total"), 32);
+    assert_eq!(get("vllm:num_preemptions_total"), 0);
+    assert_eq!(get("vllm:time_to_first_token_seconds_count"), 2);
+    assert_eq!(get("vllm:e2e_request_latency_seconds_count"), 2);
+    assert_eq!(get("vllm:inter_token_latency_seconds_count"), 6);
+    assert_eq!(get("vllm:kv_cache_usage_perc"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
