@@ -21,7 +21,7 @@
 //! `flops_efficiency` 0.6 is typical of large fp16 GEMMs on tensor cores. Everything else
 //! is the hardware's data sheet and the model's shape.
 
-use pagedattn_engine::{Executor, KvLayout, ModelSpec, StepBatch, StepOutput};
+use pagedattn_engine::{Batch, Executor, KvLayout, ModelSpec, StepOutput};
 use pagedattn_kv::BlockCopy;
 use serde::Serialize;
 
@@ -139,23 +139,18 @@ impl GpuPreset {
     }
 
     /// Modeled seconds of one step.
-    pub fn step_seconds(
-        &self,
-        batch: &StepBatch<'_>,
-        copied_blocks: usize,
-        block_size: usize,
-    ) -> f64 {
+    pub fn step_seconds(&self, batch: &Batch<'_>, copied_blocks: usize, block_size: usize) -> f64 {
         let bw = self.mem_bw * self.bw_efficiency;
         let flops = self.peak_flops * self.flops_efficiency;
-        let tokens: usize = batch.chunks.iter().map(|c| c.tokens.len()).sum();
+        let tokens = batch.num_tokens();
         let kv_read: f64 = batch
-            .chunks
+            .seqs
             .iter()
             .map(|c| c.context_len() as f64 * self.kv_bytes_per_token as f64)
             .sum();
         // Sum over new tokens of the context each attends to (causal within the chunk).
         let pairs: f64 = batch
-            .chunks
+            .seqs
             .iter()
             .map(|c| {
                 let (s, n) = (c.start_pos as f64, c.tokens.len() as f64);
@@ -221,7 +216,7 @@ impl Executor for SimulatedExecutor {
         Ok(())
     }
 
-    fn execute(&mut self, batch: &StepBatch<'_>) -> Result<StepOutput, String> {
+    fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, String> {
         let t = self
             .preset
             .step_seconds(batch, self.pending_copies, self.block_size);
@@ -236,18 +231,18 @@ impl Executor for SimulatedExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pagedattn_engine::{Addressing, SeqChunk};
-    use pagedattn_kv::SeqId;
+    use pagedattn_engine::{KvLocation, LogitsFor, SeqInput};
 
-    fn decode_batch(tokens: &[u32], n: usize, ctx: usize) -> StepBatch<'_> {
-        StepBatch {
-            chunks: (0..n)
-                .map(|i| SeqChunk {
-                    seq: SeqId(i as u64),
+    /// `n` sequences decoding at context `ctx` (slots do not matter to the cost model).
+    fn decode_batch<'a>(tokens: &'a [u32], slots: &'a [usize], n: usize, ctx: usize) -> Batch<'a> {
+        Batch {
+            seqs: (0..n)
+                .map(|_| SeqInput {
                     tokens: &tokens[..1],
                     start_pos: ctx - 1,
-                    addressing: Addressing::Contiguous { base: 0 },
-                    want_logits: true,
+                    slots: &slots[..1],
+                    kv: KvLocation::Contiguous { start_slot: 0 },
+                    logits: LogitsFor::Last,
                 })
                 .collect(),
         }
@@ -257,9 +252,9 @@ mod tests {
     fn decode_is_weight_bound_and_batching_amortizes_weights() {
         let p = GpuPreset::by_name("a100-40gb:opt-13b").unwrap();
         let t = [1u32];
-        let one = p.step_seconds(&decode_batch(&t, 1, 500), 0, 16);
+        let one = p.step_seconds(&decode_batch(&t, &[0], 1, 500), 0, 16);
         assert!((0.018..0.026).contains(&one), "{one}");
-        let many = p.step_seconds(&decode_batch(&t, 32, 500), 0, 16);
+        let many = p.step_seconds(&decode_batch(&t, &[0], 32, 500), 0, 16);
         // 32x the tokens for well under 2x the time.
         assert!(many < 2.0 * one, "{many} vs {one}");
         assert!(many > one);
@@ -272,8 +267,8 @@ mod tests {
         // sequence, 35.7 ms for 16 (contexts of 64); modeled 13.9 and 38.1 ms.
         let p = GpuPreset::by_name("cpu-2c:smollm2-135m").unwrap();
         let t = [1u32];
-        let one = p.step_seconds(&decode_batch(&t, 1, 64), 0, 16);
-        let sixteen = p.step_seconds(&decode_batch(&t, 16, 64), 0, 16);
+        let one = p.step_seconds(&decode_batch(&t, &[0], 1, 64), 0, 16);
+        let sixteen = p.step_seconds(&decode_batch(&t, &[0], 16, 64), 0, 16);
         assert!((0.012..0.0145).contains(&one), "{one}");
         assert!((0.034..0.040).contains(&sixteen), "{sixteen}");
         // Without overlap the products add to the weight stream: 15 more sequences cost

@@ -14,7 +14,7 @@
 
 use crate::completion::request_seed;
 use crate::error::{EngineError, Result};
-use crate::executor::{Executor, ModelSpec, SeqChunk, StepBatch};
+use crate::executor::{Executor, ModelSpec};
 use crate::kv_space::{KvPolicy, KvSpace};
 use crate::metrics::{EngineTotals, SeqMetrics, StepMetrics};
 use crate::request::{Request, RequestId, SamplingParams};
@@ -22,6 +22,7 @@ use crate::sampler::{Sampler, TokenLogprob};
 use crate::scheduler::{Scheduled, Scheduler, SchedulerConfig};
 use crate::sequence::{FinishReason, SeqState, Sequence};
 use pagedattn_kv::{SeqId, TokenId};
+use pagedattn_model::{Batch, LogitsFor, SeqInput};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -392,22 +393,32 @@ impl<E: Executor> Engine<E> {
         Ok(outputs)
     }
 
-    /// Copies blocks and runs the executor; checks the shape of what it returns.
+    /// Copies blocks and runs the executor on the step's [`Batch`]; checks the shape of
+    /// what it returns.
     fn execute(&mut self, scheduled: &Scheduled) -> Result<crate::StepOutput, String> {
         self.executor.copy_blocks(&scheduled.copies)?;
-        let mut batch = StepBatch::default();
+        let kv = self.sched.kv();
+        let mut places = Vec::with_capacity(scheduled.chunks.len());
         for c in &scheduled.chunks {
-            batch.chunks.push(SeqChunk {
-                seq: c.seq,
+            let (loc, block_size) = kv.location(c.seq).map_err(|e| e.to_string())?;
+            let slots: Vec<usize> = (c.start..c.start + c.len)
+                .map(|p| loc.slot(p, block_size))
+                .collect();
+            places.push((loc, slots));
+        }
+        let mut batch = Batch::new();
+        for (c, (loc, slots)) in scheduled.chunks.iter().zip(&places) {
+            batch.push(SeqInput {
                 tokens: &self.sched.seq(c.seq).map_err(|e| e.to_string())?.tokens
                     [c.start..c.start + c.len],
                 start_pos: c.start,
-                addressing: self
-                    .sched
-                    .kv()
-                    .addressing(c.seq)
-                    .map_err(|e| e.to_string())?,
-                want_logits: c.sample,
+                slots,
+                kv: *loc,
+                logits: if c.sample {
+                    LogitsFor::Last
+                } else {
+                    LogitsFor::None
+                },
             });
         }
         let output = self.executor.execute(&batch)?;

@@ -6,10 +6,11 @@
 //! KV budget in bytes.
 
 use crate::error::{EngineError, Result};
-use crate::executor::{Addressing, KvLayout};
+use crate::executor::KvLayout;
 use pagedattn_kv::{
     BlockCopy, BlockManager, ContiguousAllocator, KvConfig, KvError, SeqId, SizingPolicy, TokenId,
 };
+use pagedattn_model::KvLocation;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -290,15 +291,16 @@ impl KvSpace {
         }
     }
 
-    pub(crate) fn addressing(&self, seq: SeqId) -> Result<Addressing<'_>> {
+    /// Where `seq`'s K/V live, and the block size that maps positions to slots there.
+    pub(crate) fn location(&self, seq: SeqId) -> Result<(KvLocation<'_>, usize)> {
         Ok(match self {
-            Self::Paged(m) => Addressing::Paged {
-                block_table: m.tables().blocks(seq)?,
-                block_size: m.block_size(),
-            },
-            Self::Contiguous(a) => Addressing::Contiguous {
-                base: a.get(seq)?.start,
-            },
+            Self::Paged(m) => (KvLocation::Paged(m.tables().blocks(seq)?), m.block_size()),
+            Self::Contiguous(a) => (
+                KvLocation::Contiguous {
+                    start_slot: a.get(seq)?.start,
+                },
+                1,
+            ),
         })
     }
 

@@ -9,8 +9,8 @@
 //!
 //! ```
 //! use pagedattn_engine::{
-//!     Addressing, Engine, EngineConfig, Executor, KvLayout, KvPolicy, ModelSpec, Request,
-//!     SamplingParams, StepBatch, StepOutput,
+//!     Batch, Engine, EngineConfig, Executor, KvLayout, KvPolicy, LogitsFor, ModelSpec,
+//!     SamplingParams, StepOutput,
 //! };
 //!
 //! /// A toy model: the next token is the previous one plus one.
@@ -21,9 +21,9 @@
 //!     }
 //!     fn init_kv(&mut self, _: KvLayout) -> Result<(), String> { Ok(()) }
 //!     fn copy_blocks(&mut self, _: &[pagedattn_kv::BlockCopy]) -> Result<(), String> { Ok(()) }
-//!     fn execute(&mut self, batch: &StepBatch<'_>) -> Result<StepOutput, String> {
+//!     fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, String> {
 //!         let mut logits = Vec::new();
-//!         for c in batch.chunks.iter().filter(|c| c.want_logits) {
+//!         for c in batch.seqs.iter().filter(|c| c.logits == LogitsFor::Last) {
 //!             let mut row = vec![0.0; 100];
 //!             row[(*c.tokens.last().unwrap() as usize + 1) % 100] = 1.0;
 //!             logits.extend(row);
@@ -54,10 +54,11 @@ mod sequence;
 
 pub use engine::{validate, Engine, EngineConfig, RequestOutput};
 pub use error::{EngineError, Result};
-pub use executor::{Addressing, Executor, KvLayout, ModelSpec, SeqChunk, StepBatch, StepOutput};
+pub use executor::{Executor, KvLayout, ModelSpec, StepOutput};
 pub use kv_space::{ContiguousSizing, KvPolicy, KvUsage};
 pub use metrics::{EngineTotals, SeqMetrics, StepMetrics};
 pub use model_executor::ModelExecutor;
+pub use pagedattn_model::{Batch, KvLocation, LogitsFor, SeqInput};
 pub use request::{Request, RequestId, SamplingParams, MAX_LOGPROBS, MAX_N};
 pub use sampler::TokenLogprob;
 pub use scheduler::SchedulerConfig;

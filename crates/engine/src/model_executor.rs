@@ -1,10 +1,10 @@
 //! The real executor: a [`Model`] on this CPU, with its K/V in the paged [`KvCache`] or
 //! the contiguous [`ContiguousKv`] arena, whichever layout the engine's policy asks for.
 
-use crate::executor::{Addressing, Executor, KvLayout, ModelSpec, StepBatch, StepOutput};
+use crate::executor::{Executor, KvLayout, ModelSpec, StepOutput};
 use pagedattn_kernels::{ContiguousKv, ContiguousKvConfig, DType, KvCache, KvCacheConfig};
 use pagedattn_kv::BlockCopy;
-use pagedattn_model::{Batch, KvLocation, LogitsFor, Model, SeqInput};
+use pagedattn_model::{Batch, Model};
 use std::sync::Arc;
 
 enum Store {
@@ -104,36 +104,10 @@ impl Executor for ModelExecutor {
         }
     }
 
-    fn execute(&mut self, batch: &StepBatch<'_>) -> Result<StepOutput, String> {
-        let slots: Vec<Vec<usize>> = batch
-            .chunks
-            .iter()
-            .map(|c| {
-                (0..c.tokens.len())
-                    .map(|i| c.addressing.slot(c.start_pos + i))
-                    .collect()
-            })
-            .collect();
-        let mut b = Batch::new();
-        for (c, s) in batch.chunks.iter().zip(&slots) {
-            b.push(SeqInput {
-                tokens: c.tokens,
-                start_pos: c.start_pos,
-                slots: s,
-                kv: match c.addressing {
-                    Addressing::Paged { block_table, .. } => KvLocation::Paged(block_table),
-                    Addressing::Contiguous { base } => KvLocation::Contiguous { start_slot: base },
-                },
-                logits: if c.want_logits {
-                    LogitsFor::Last
-                } else {
-                    LogitsFor::None
-                },
-            });
-        }
+    fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, String> {
         let logits = match &mut self.store {
-            Some(Store::Paged(kv)) => self.model.forward(&b, kv),
-            Some(Store::Contiguous(kv)) => self.model.forward(&b, kv),
+            Some(Store::Paged(kv)) => self.model.forward(batch, kv),
+            Some(Store::Contiguous(kv)) => self.model.forward(batch, kv),
             None => return Err("KV storage was not initialized".into()),
         }
         .map_err(|e| e.to_string())?;

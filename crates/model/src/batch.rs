@@ -6,7 +6,7 @@
 
 use pagedattn_kernels::{
     contiguous_attention, paged_attention, AttentionConfig, ContiguousKv, ContiguousSeq,
-    KernelError, KvCache, PagedSeq,
+    KernelError, KvCache, PagedSeq, SeqSpec,
 };
 use pagedattn_kv::BlockId;
 
@@ -20,6 +20,18 @@ pub enum KvLocation<'a> {
         /// First slot of the sequence's run.
         start_slot: usize,
     },
+}
+
+impl KvLocation<'_> {
+    /// The cache slot of token position `pos` (`block_size` is the paged cache's; the
+    /// contiguous arena ignores it).
+    #[inline]
+    pub fn slot(&self, pos: usize, block_size: usize) -> usize {
+        match *self {
+            Self::Paged(table) => table[pos / block_size].index() * block_size + pos % block_size,
+            Self::Contiguous { start_slot } => start_slot + pos,
+        }
+    }
 }
 
 /// Which positions of a sequence need logits.
@@ -83,19 +95,6 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// One sequence as the attention call sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttnSeq<'a> {
-    /// Row of its first query token.
-    pub query_start: usize,
-    /// Query tokens.
-    pub query_len: usize,
-    /// Cached tokens including the new ones.
-    pub context_len: usize,
-    /// Where its K/V are.
-    pub kv: KvLocation<'a>,
-}
-
 /// A KV store the forward pass can write new K/V into and attend over.
 pub trait KvBackend {
     /// Writes row `i` of `k` and `v` (`[n, num_kv_heads, head_dim]`) to `slots[i]` of `layer`.
@@ -107,13 +106,14 @@ pub trait KvBackend {
         v: &[f32],
     ) -> Result<(), KernelError>;
 
-    /// Causal attention for `q` (`[tokens, num_heads, head_dim]`) into `out` (same shape).
+    /// Causal attention for `q` (`[tokens, num_heads, head_dim]`) into `out` (same shape),
+    /// for sequences as the kernels see them, with their K/V wherever [`KvLocation`] says.
     fn attend(
         &self,
         cfg: &AttentionConfig,
         layer: usize,
         q: &[f32],
-        seqs: &[AttnSeq<'_>],
+        seqs: &[SeqSpec<KvLocation<'_>>],
         out: &mut [f32],
     ) -> Result<(), KernelError>;
 }
@@ -141,7 +141,7 @@ impl KvBackend for KvCache {
         cfg: &AttentionConfig,
         layer: usize,
         q: &[f32],
-        seqs: &[AttnSeq<'_>],
+        seqs: &[SeqSpec<KvLocation<'_>>],
         out: &mut [f32],
     ) -> Result<(), KernelError> {
         let paged = seqs
@@ -177,7 +177,7 @@ impl KvBackend for ContiguousKv {
         cfg: &AttentionConfig,
         layer: usize,
         q: &[f32],
-        seqs: &[AttnSeq<'_>],
+        seqs: &[SeqSpec<KvLocation<'_>>],
         out: &mut [f32],
     ) -> Result<(), KernelError> {
         let runs = seqs

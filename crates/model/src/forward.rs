@@ -8,12 +8,13 @@
 //! projection added to the residual. The final norm and LM head run only on the rows that
 //! need logits.
 
-use crate::batch::{AttnSeq, Batch, KvBackend, LogitsFor};
+use crate::batch::{Batch, KvBackend, KvLocation, LogitsFor};
 use crate::error::{ModelError, Result};
 use crate::linear::matmul;
 use crate::model::Model;
 use crate::ops::{rms_norm, swiglu};
 use pagedattn_kernels::AttentionConfig;
+use pagedattn_kernels::SeqSpec;
 use rayon::prelude::*;
 
 /// Which sequence and position a row of [`Logits`] belongs to.
@@ -219,7 +220,7 @@ impl Model {
                 );
             };
             let first_row = p.positions.len();
-            p.seqs.push(AttnSeq {
+            p.seqs.push(SeqSpec {
                 query_start: first_row,
                 query_len: len,
                 context_len: end,
@@ -247,7 +248,7 @@ impl Model {
 /// A validated batch laid out for the pass.
 struct Plan<'a> {
     /// Attention view of each sequence.
-    seqs: Vec<AttnSeq<'a>>,
+    seqs: Vec<SeqSpec<KvLocation<'a>>>,
     /// Position of each token row.
     positions: Vec<usize>,
     /// Cache slot of each token row.

@@ -47,7 +47,7 @@ mod rope;
 mod tokenizer;
 mod weights;
 
-pub use batch::{AttnSeq, Batch, KvBackend, KvLocation, LogitsFor, SeqInput};
+pub use batch::{Batch, KvBackend, KvLocation, LogitsFor, SeqInput};
 pub use config::{ModelConfig, RopeStyle};
 pub use error::{ModelError, Result};
 pub use forward::{argmax, Logits, LogitsRow};

@@ -6,7 +6,8 @@
 //! hit an unwritten slot and fail the step.
 
 use pagedattn_engine::{
-    EngineConfig, Executor, KvLayout, KvPolicy, ModelSpec, SchedulerConfig, StepBatch, StepOutput,
+    Batch, EngineConfig, Executor, KvLayout, KvPolicy, LogitsFor, ModelSpec, SchedulerConfig,
+    StepOutput,
 };
 use pagedattn_kv::BlockCopy;
 
@@ -81,26 +82,39 @@ impl Executor for Mock {
         Ok(())
     }
 
-    fn execute(&mut self, batch: &StepBatch<'_>) -> Result<StepOutput, String> {
+    fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, String> {
         self.steps += 1;
         std::thread::sleep(self.step_delay);
         if self.fail_at_step == Some(self.steps) {
             return Err("injected failure".into());
         }
-        self.max_batch = self.max_batch.max(batch.chunks.len());
-        // Like a real forward pass: every chunk's K/V is written before anyone attends.
-        for c in &batch.chunks {
+        self.max_batch = self.max_batch.max(batch.seqs.len());
+        // Like a real forward pass: every sequence's K/V is written before anyone attends.
+        for c in &batch.seqs {
             for (i, &t) in c.tokens.iter().enumerate() {
-                let slot = c.addressing.slot(c.start_pos + i);
+                // The engine's slots must be where its addressing puts each position.
+                let slot = c.kv.slot(c.start_pos + i, self.block_size);
+                if c.slots[i] != slot {
+                    return Err(format!(
+                        "slot {} for position {}, expected {slot}",
+                        c.slots[i],
+                        c.start_pos + i
+                    ));
+                }
                 *self.slots.get_mut(slot).ok_or("slot out of range")? = Some(t);
             }
         }
         let mut logits = Vec::new();
-        for c in batch.chunks.iter().filter(|c| c.want_logits) {
+        for (i, c) in batch
+            .seqs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.logits == LogitsFor::Last)
+        {
             let mut h = 0x1234_5678u64;
             for p in 0..c.context_len() {
-                let t = self.slots[c.addressing.slot(p)]
-                    .ok_or_else(|| format!("{}: position {p} was never written", c.seq))?;
+                let t = self.slots[c.kv.slot(p, self.block_size)]
+                    .ok_or_else(|| format!("sequence {i}: position {p} was never written"))?;
                 h = mix(h ^ u64::from(t)).wrapping_add(p as u64);
             }
             logits.extend((0..VOCAB as u64).map(|j| (mix(h ^ (j * 0x9e37)) % 1000) as f32 / 100.0));
