@@ -5,7 +5,8 @@
 # size, max model length, batch limits, bf16 weights and K/V, no prefix caching), alternating
 # the two PAIRS times. Workloads: the default burst (16 ShareGPT-like requests) and 20 lone
 # short requests (16 prompt + 16 output tokens, one every 0.5 s: no overlap), whose TTFT
-# shows what the HTTP path adds. Results: JSON per run in $OUT (default target/serve-http).
+# shows what the HTTP path adds. Results: JSON per run in $OUT (default target/serve-http)
+# and a summary line per run. WORKLOADS=burst or WORKLOADS=lone runs one of the two.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -50,6 +51,13 @@ run_pair() { # name, workload flags...
 }
 
 for i in $(seq 1 "$PAIRS"); do
-    run_pair burst
-    run_pair lone --load-workload scripts/bench/lone-short.jsonl
+    case "${WORKLOADS:-burst,lone}" in *burst*) run_pair burst ;; esac
+    case "${WORKLOADS:-burst,lone}" in *lone*) run_pair lone --load-workload scripts/bench/lone-short.jsonl ;; esac
 done
+# One line per run: workload, side, pair, output tokens/s, TTFT p50 ms.
+python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "*-*-*.json"))):
+    p = json.load(open(f))["policies"][0]
+    print(f"{os.path.basename(f)[:-5]:24} out tok/s {p['output_tokens_per_s']:7.1f}  TTFT p50 {p['ttft_ms']['p50']:8.1f} ms  p90 {p['ttft_ms']['p90']:8.1f} ms")
+PY

@@ -389,8 +389,8 @@ impl<E: Executor> EngineThread<E> {
                 }
             }
             Command::Stop(id, index) => {
-                if let Ok(Some(out)) = self.engine.stop_sequence(id, index) {
-                    self.dispatch(vec![out]);
+                if let Ok(outs) = self.engine.stop_sequence(id, index) {
+                    self.dispatch(outs);
                 }
             }
             Command::AbortAll => {

@@ -288,38 +288,81 @@ impl<E: Executor> Engine<E> {
     }
 
     /// Ends sequence `index` of request `id` as stopped (a stop string seen by the caller's
-    /// detokenizer) and frees its memory. A no-op if it has already finished.
-    pub fn stop_sequence(&mut self, id: RequestId, index: usize) -> Result<Option<RequestOutput>> {
+    /// detokenizer) and frees its memory; returns its last output. A no-op if it has
+    /// already finished.
+    pub fn stop_sequence(&mut self, id: RequestId, index: usize) -> Result<Vec<RequestOutput>> {
         let Some(req) = self.requests.get(&id) else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let Some(&sid) = req
             .live
             .iter()
             .find(|&&s| self.sched.seq(s).is_ok_and(|q| q.index == index))
         else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        if index == 0 {
-            // Forks not made yet will never be: they would start from this sequence.
-            self.requests.get_mut(&id).expect("checked").pending_forks = 0;
-        }
-        self.finish_seq(sid, FinishReason::Stop, Vec::new(), Vec::new())
-            .map(Some)
+        // Forks not made yet never will be (they would start from sequence 0).
+        let unborn = if index == 0 {
+            self.unborn_forks(id, FinishReason::Stop)
+        } else {
+            Vec::new()
+        };
+        let mut out = vec![self.finish_seq(sid, FinishReason::Stop, Vec::new(), Vec::new())?];
+        out.extend(unborn);
+        Ok(out)
     }
 
     /// Ends every live sequence of request `id` with `reason`.
     fn end_request(&mut self, id: RequestId, reason: FinishReason) -> Result<Vec<RequestOutput>> {
-        let Some(req) = self.requests.get_mut(&id) else {
+        let Some(req) = self.requests.get(&id) else {
             return Ok(Vec::new());
         };
-        req.pending_forks = 0;
         let live = req.live.clone();
-        let mut out = Vec::with_capacity(live.len());
+        let unborn = self.unborn_forks(id, reason);
+        let mut out = Vec::with_capacity(live.len() + unborn.len());
         for sid in live {
             out.push(self.finish_seq(sid, reason, Vec::new(), Vec::new())?);
         }
+        out.extend(unborn);
         Ok(out)
+    }
+
+    /// The last outputs of the forks of request `id` that were never made (paged `n > 1`,
+    /// ended before its prompt was done), so that a caller hears of all `n` sequences; no
+    /// fork is made after this.
+    fn unborn_forks(&mut self, id: RequestId, reason: FinishReason) -> Vec<RequestOutput> {
+        let Some(req) = self.requests.get_mut(&id) else {
+            return Vec::new();
+        };
+        let forks = std::mem::take(&mut req.pending_forks);
+        let base = req
+            .live
+            .first()
+            .and_then(|&s| self.sched.seq(s).ok())
+            .map(|s| s.metrics.clone())
+            .unwrap_or_default();
+        let now = self.now();
+        (1..=forks)
+            .map(|index| {
+                let m = SeqMetrics {
+                    index,
+                    finished: Some(now),
+                    finish_reason: Some(reason),
+                    ..base.clone()
+                };
+                if self.config.keep_history {
+                    self.finished.push(m.clone());
+                }
+                RequestOutput {
+                    request: id,
+                    index,
+                    new_tokens: Vec::new(),
+                    logprobs: Vec::new(),
+                    finished: Some(reason),
+                    metrics: Some(Box::new(m)),
+                }
+            })
+            .collect()
     }
 
     /// Runs one step: schedules, executes, samples, and returns new tokens. If the

@@ -43,9 +43,6 @@ pub enum EngineError {
     /// The request id is in use.
     #[error("request {0} already exists")]
     DuplicateRequest(RequestId),
-    /// No such (unfinished) request.
-    #[error("unknown request {0}")]
-    UnknownRequest(RequestId),
     /// The KV budget cannot hold one sequence of the maximum length, so some request could
     /// never run: refused at construction instead of hanging later.
     #[error(

@@ -429,12 +429,13 @@ fn stop_sequence_frees_one_sample_and_is_a_no_op_afterwards() {
         e.step().unwrap();
     }
     assert_eq!(e.sequences().count(), 3);
-    let last = e.stop_sequence(RequestId(5), 1).unwrap().unwrap();
-    assert_eq!(last.finished, Some(FinishReason::Stop));
-    assert!(last.metrics.is_some());
+    let last = e.stop_sequence(RequestId(5), 1).unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].finished, Some(FinishReason::Stop));
+    assert!(last[0].metrics.is_some());
     assert_eq!(e.sequences().count(), 2);
-    assert!(e.stop_sequence(RequestId(5), 1).unwrap().is_none());
-    assert!(e.stop_sequence(RequestId(99), 0).unwrap().is_none());
+    assert!(e.stop_sequence(RequestId(5), 1).unwrap().is_empty());
+    assert!(e.stop_sequence(RequestId(99), 0).unwrap().is_empty());
     e.check_invariants().unwrap();
     let ended = e.abort(RequestId(5)).unwrap();
     assert_eq!(ended.len(), 2);
@@ -473,4 +474,33 @@ fn without_history_nothing_accumulates_and_metrics_come_with_the_last_output() {
     assert!(e.last_step().is_some());
     assert_eq!(e.totals().finished_requests, 20);
     e.check_invariants().unwrap();
+}
+
+#[test]
+fn ending_a_parallel_request_before_its_forks_exist_reports_every_sample() {
+    // A paged n = 3 request forks its samples when its prompt is done; ended during the
+    // prefill (96 tokens a step, a 250-token prompt), it must still end all three.
+    for end in ["abort", "stop"] {
+        let mut e = Engine::new(Mock::new(MAX_LEN), config(KvPolicy::Paged, 4096, 16)).unwrap();
+        e.add_request(Request::new(
+            1,
+            vec![7; 200],
+            SamplingParams { n: 3, ..params(20) },
+        ))
+        .unwrap();
+        assert!(e.step().unwrap().is_empty());
+        let outs = match end {
+            "abort" => e.abort(RequestId(1)).unwrap(),
+            _ => e.stop_sequence(RequestId(1), 0).unwrap(),
+        };
+        let mut idx: Vec<usize> = outs.iter().map(|o| o.index).collect();
+        idx.sort_unstable();
+        assert_eq!(idx, vec![0, 1, 2], "{end}");
+        assert!(outs
+            .iter()
+            .all(|o| o.finished.is_some() && o.metrics.is_some()));
+        assert!(!e.has_unfinished());
+        assert_eq!(e.kv_usage().held_slots, 0);
+        e.check_invariants().unwrap();
+    }
 }

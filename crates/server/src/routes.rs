@@ -14,7 +14,7 @@ use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -180,11 +180,7 @@ fn reject(s: &AppState, e: ApiError) -> Response {
     e.into_response()
 }
 
-async fn completions(
-    State(s): Shared,
-    _h: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn completions(State(s): Shared, body: Result<Bytes, BytesRejection>) -> Response {
     let received = Instant::now();
     let job = match parse::<CompletionRequest>(body).and_then(|(r, c)| completion_job(&s, r, &c)) {
         Ok(j) => j,
