@@ -105,6 +105,13 @@ pub struct WorkloadSpec {
     pub seed: u64,
 }
 
+/// Draws per requested request before a length distribution that rarely fits the maximum
+/// length is given up on (with an error naming the smallest maximum that would work).
+pub const MAX_DRAWS_PER_REQUEST: usize = 1000;
+
+/// Largest token count a trace row may give (a prompt or an output), far beyond any model.
+pub const MAX_TRACE_TOKENS: f64 = 1e9;
+
 fn lognormal(mean: f64, sigma: f64) -> LogNormal<f64> {
     LogNormal::new(mean.ln() - sigma * sigma / 2.0, sigma).expect("valid log-normal")
 }
@@ -119,9 +126,26 @@ impl WorkloadSpec {
         }
         let mut rng = StdRng::seed_from_u64(self.seed);
         let max_prompt = self.max_prompt.min(self.max_len - 1);
-        let fits =
-            |p: usize, o: usize| p >= 1 && o >= 1 && p <= max_prompt && p + o <= self.max_len;
+        let fits = |p: usize, o: usize| {
+            p >= 1
+                && o >= 1
+                && p <= max_prompt
+                && p.checked_add(o).is_some_and(|t| t <= self.max_len)
+        };
+        // Rejection sampling stops after a bounded number of draws.
+        let budget = self
+            .requests
+            .saturating_mul(MAX_DRAWS_PER_REQUEST)
+            .max(10_000);
+        let too_few = |got: usize| {
+            WorkloadError::Invalid(format!(
+                "only {got} of {} requests fit the maximum length {} (prompt <= {max_prompt}) after {budget} draws; raise the maximum length",
+                self.requests, self.max_len
+            ))
+        };
         let mut lens: Vec<(usize, usize, Option<f64>)> = Vec::with_capacity(self.requests);
+        // A log-normal draw is finite and positive; `as` saturates the rare huge one, which
+        // then fails `fits`.
         let draw = |rng: &mut StdRng, d: &LogNormal<f64>| (d.sample(rng).round() as usize).max(1);
         match &self.lengths {
             Lengths::ShareGpt | Lengths::Alpaca | Lengths::PrefixShared { .. } => {
@@ -138,11 +162,20 @@ impl WorkloadSpec {
                         "a shared prefix of {prefix} tokens leaves no room under the maximum length"
                     )));
                 }
-                while lens.len() < self.requests {
-                    let (p, o) = (prefix + draw(&mut rng, &pi), draw(&mut rng, &po));
+                for _ in 0..budget {
+                    if lens.len() == self.requests {
+                        break;
+                    }
+                    let (p, o) = (
+                        prefix.saturating_add(draw(&mut rng, &pi)),
+                        draw(&mut rng, &po),
+                    );
                     if fits(p, o) {
                         lens.push((p, o, None));
                     }
+                }
+                if lens.len() < self.requests {
+                    return Err(too_few(lens.len()));
                 }
             }
             Lengths::Uniform { prompt, output } => {
@@ -151,12 +184,18 @@ impl WorkloadSpec {
                         "empty or oversized uniform ranges".into(),
                     ));
                 }
-                while lens.len() < self.requests {
+                for _ in 0..budget {
+                    if lens.len() == self.requests {
+                        break;
+                    }
                     let p = rng.random_range(prompt.0..=prompt.1);
                     let o = rng.random_range(output.0..=output.1);
                     if fits(p, o) {
                         lens.push((p, o, None));
                     }
+                }
+                if lens.len() < self.requests {
+                    return Err(too_few(lens.len()));
                 }
             }
             Lengths::Trace(rows) => {
@@ -271,15 +310,29 @@ pub fn read_trace(path: &Path) -> Result<Lengths, WorkloadError> {
         let num = |c: usize| -> Result<f64, WorkloadError> {
             let s = f
                 .get(c)
-                .ok_or_else(|| bad(format!("missing column {}", c + 1)))?;
-            s.parse::<f64>()
-                .map_err(|_| bad(format!("not a number: {s:?}")))
+                .ok_or_else(|| bad(format!("missing column {} ({})", c + 1, header[c])))?;
+            let v = s
+                .parse::<f64>()
+                .map_err(|_| bad(format!("{}: not a number: {s:?}", header[c])))?;
+            if !v.is_finite() || v < 0.0 {
+                return Err(bad(format!(
+                    "{}: {s:?} is not a finite number >= 0",
+                    header[c]
+                )));
+            }
+            Ok(v)
         };
-        let (pr, de) = (num(pc)?, num(dc)?);
-        if pr < 0.0 || de < 0.0 {
-            return Err(bad("negative token count".into()));
-        }
-        rows.push((pr as usize, de as usize, ac.map(num).transpose()?));
+        let count = |c: usize| -> Result<usize, WorkloadError> {
+            let v = num(c)?;
+            if v.fract() != 0.0 || v > MAX_TRACE_TOKENS {
+                return Err(bad(format!(
+                    "{}: {v} is not a whole number of tokens up to {MAX_TRACE_TOKENS}",
+                    header[c]
+                )));
+            }
+            Ok(v as usize)
+        };
+        rows.push((count(pc)?, count(dc)?, ac.map(num).transpose()?));
     }
     if rows.is_empty() {
         return Err(WorkloadError::Parse {
@@ -315,11 +368,22 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<WorkloadRequest>, WorkloadError> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| WorkloadError::Parse {
+            let bad = |what: String| WorkloadError::Parse {
                 path: p.clone(),
                 line: i + 1,
-                what: e.to_string(),
-            })
+                what,
+            };
+            let r: WorkloadRequest = serde_json::from_str(l).map_err(|e| bad(e.to_string()))?;
+            if !(r.arrival.is_finite() && r.arrival >= 0.0) {
+                return Err(bad(format!(
+                    "arrival {} is not a finite time >= 0",
+                    r.arrival
+                )));
+            }
+            if r.prompt.is_empty() || r.output_len == 0 {
+                return Err(bad("a request needs a prompt and output_len >= 1".into()));
+            }
+            Ok(r)
         })
         .collect()
 }

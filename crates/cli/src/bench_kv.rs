@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use pagedattn_bench::workload::MAX_DRAWS_PER_REQUEST;
 use pagedattn_kv::{BlockManager, ContiguousAllocator, KvConfig, KvError, SeqId, SizingPolicy};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -56,17 +57,29 @@ fn workload(n: usize, max_len: usize, seed: u64) -> Result<Vec<Req>> {
     let output = lognormal(337.99, 0.55)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut reqs = Vec::with_capacity(n);
-    while reqs.len() < n {
+    let budget = n.saturating_mul(MAX_DRAWS_PER_REQUEST).max(10_000);
+    for _ in 0..budget {
+        if reqs.len() == n {
+            return Ok(reqs);
+        }
         let prompt = (input.sample(&mut rng).round() as usize).max(1);
         let out = (output.sample(&mut rng).round() as usize).max(1);
-        if prompt <= 1024.min(max_len - 1) && prompt + out <= max_len {
+        if prompt <= 1024.min(max_len.saturating_sub(1))
+            && prompt.checked_add(out).is_some_and(|t| t <= max_len)
+        {
             reqs.push(Req {
                 prompt,
                 output: out,
             });
         }
     }
-    Ok(reqs)
+    if reqs.len() == n {
+        return Ok(reqs);
+    }
+    bail!(
+        "only {} of {n} ShareGPT-like requests fit --max-model-len {max_len} after {budget} draws; raise it",
+        reqs.len()
+    )
 }
 
 /// What one policy's run measured.

@@ -157,13 +157,38 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
     if !(v.is_finite() && v > 0.0) {
         bail!("size must be positive: {s:?}");
     }
-    Ok((v * mult) as u64)
+    let bytes = v * mult;
+    // Checked before the cast: `as` would saturate a huge size and truncate a tiny one.
+    if !(1.0..=(1u64 << 62) as f64).contains(&bytes) {
+        bail!("size out of range (1 byte to 4 EiB): {s:?}");
+    }
+    Ok(bytes as u64)
+}
+
+/// `--kv-dtype`: f32, f16 or bf16.
+pub fn parse_kv_dtype(s: &str) -> Result<DType> {
+    Ok(match s {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::Bf16,
+        d => bail!("--kv-dtype must be f32, f16 or bf16, not {d:?}"),
+    })
+}
+
+/// `--weights`: f32 or bf16.
+pub fn parse_weights(s: &str) -> Result<WeightDType> {
+    Ok(match s {
+        "f32" => WeightDType::F32,
+        "bf16" => WeightDType::Bf16,
+        d => bail!("--weights must be f32 or bf16, not {d:?}"),
+    })
 }
 
 fn parse_rates(s: &str) -> Result<Vec<Option<f64>>> {
     s.split(',')
         .map(|r| match r.trim() {
-            "inf" | "" => Ok(None),
+            "inf" => Ok(None),
+            "" => bail!("empty entry in --rate {s:?}"),
             "trace" => Ok(Some(f64::NAN)),
             x => {
                 let v: f64 = x
@@ -180,6 +205,18 @@ fn parse_rates(s: &str) -> Result<Vec<Option<f64>>> {
 
 /// Runs `pagedattn bench serve`.
 pub fn run(args: &ServeArgs) -> Result<()> {
+    if args.max_model_len < 2 {
+        bail!(
+            "--max-model-len must be at least 2 (a prompt token and an output token), not {}",
+            args.max_model_len
+        );
+    }
+    if args.requests == Some(0) {
+        bail!("--requests must be at least 1");
+    }
+    if args.block_size == 0 {
+        bail!("--block-size must be at least 1");
+    }
     match args.backend.as_str() {
         "in-process" => {}
         "openai" => return run_server(args),
@@ -244,17 +281,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             all.push((*rate, reports));
         }
     } else {
-        let dtype = match args.kv_dtype.as_str() {
-            "f32" => DType::F32,
-            "f16" => DType::F16,
-            "bf16" => DType::Bf16,
-            d => bail!("--kv-dtype must be f32, f16 or bf16, not {d:?}"),
-        };
-        let weights = match args.weights.as_str() {
-            "f32" => WeightDType::F32,
-            "bf16" => WeightDType::Bf16,
-            d => bail!("--weights must be f32 or bf16, not {d:?}"),
-        };
+        let dtype = parse_kv_dtype(&args.kv_dtype)?;
+        let weights = parse_weights(&args.weights)?;
         let (model, name) = load_model(args.model.as_deref(), weights)?;
         let model = Arc::new(model);
         if args.max_model_len > model.config().max_context {
@@ -590,5 +618,27 @@ mod tests {
         assert_eq!(parse_rates("inf").unwrap(), vec![None]);
         assert_eq!(parse_rates("1,2.5").unwrap(), vec![Some(1.0), Some(2.5)]);
         assert!(parse_rates("0").is_err());
+        for bad in [
+            "1e30GB", "0.1", "0.5B", "inf", "NaN", "-0", "", "MiB", "1e400",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        for bad in ["-1", "inf2", "nan", "1e400", "0.0", ",", "1,,2x"] {
+            assert!(parse_rates(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn size_and_rate_parsers_never_panic(s in ".{0,24}") {
+            if let Ok(b) = parse_bytes(&s) {
+                proptest::prop_assert!(b >= 1);
+            }
+            if let Ok(rates) = parse_rates(&s) {
+                for r in rates.into_iter().flatten() {
+                    proptest::prop_assert!(r.is_nan() || (r.is_finite() && r > 0.0));
+                }
+            }
+        }
     }
 }

@@ -1,11 +1,10 @@
 //! `pagedattn serve`: the OpenAI-compatible server on the paged engine.
 
-use crate::bench_serve::parse_bytes;
+use crate::bench_serve::{parse_bytes, parse_kv_dtype, parse_weights};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use pagedattn_engine::{EngineConfig, KvPolicy, SchedulerConfig};
-use pagedattn_kernels::DType;
-use pagedattn_model::{LoadOptions, Model, WeightDType};
+use pagedattn_model::{LoadOptions, Model};
 use pagedattn_server::ServerOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,17 +71,8 @@ pub struct ServeArgs {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<()> {
-    let kv_dtype = match args.kv_dtype.as_str() {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::Bf16,
-        d => bail!("--kv-dtype must be bf16, f16 or f32, not {d:?}"),
-    };
-    let weights = match args.weights.as_str() {
-        "f32" => WeightDType::F32,
-        "bf16" => WeightDType::Bf16,
-        d => bail!("--weights must be bf16 or f32, not {d:?}"),
-    };
+    let kv_dtype = parse_kv_dtype(&args.kv_dtype)?;
+    let weights = parse_weights(&args.weights)?;
     if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0 && args.shutdown_grace < 1e6)
     {
         bail!(

@@ -60,6 +60,61 @@ fn bad_input_is_one_line_and_exit_2_for_benchmarks() {
 }
 
 #[test]
+fn serve_errors_are_one_line_and_exit_1() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    );
+    for (args, says) in [
+        (
+            vec!["serve", "--model", "/nonexistent/model.gguf"],
+            "cannot load model",
+        ),
+        (
+            vec!["serve", "--model", model, "--kv-dtype", "f8"],
+            "--kv-dtype",
+        ),
+        (
+            vec!["serve", "--model", model, "--weights", "q2"],
+            "--weights",
+        ),
+        (
+            vec!["serve", "--model", model, "--kv-budget", "lots"],
+            "--kv-budget",
+        ),
+        (
+            vec!["serve", "--model", model, "--shutdown-grace", "inf"],
+            "--shutdown-grace",
+        ),
+        (
+            vec!["serve", "--model", model, "--max-model-len", "100000"],
+            "max_model_len",
+        ),
+        (
+            vec!["serve", "--model", model, "--kv-budget", "1MiB"],
+            "KV budget",
+        ),
+        (
+            vec![
+                "serve",
+                "--model",
+                model,
+                "--host",
+                "256.0.0.1",
+                "--port",
+                "0",
+            ],
+            "cannot listen",
+        ),
+    ] {
+        let out = pagedattn(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = one_line_error(&out);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn generate_errors_exit_1() {
     let out = pagedattn(&[
         "generate",
