@@ -32,16 +32,14 @@ fn fixture() -> Fixture {
 }
 
 /// The model, loaded once per test binary.
-fn model() -> Option<&'static Model> {
-    static MODEL: OnceLock<Option<Model>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| model_path().map(|p| Model::load(&p, LoadOptions::default()).unwrap()))
-        .as_ref()
+fn model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| Model::load(&model_path(), LoadOptions::default()).unwrap())
 }
 
 #[test]
 fn config_matches_the_file() {
-    let Some(m) = model() else { return };
+    let m = model();
     let c = m.config();
     assert_eq!(
         (
@@ -63,7 +61,7 @@ fn config_matches_the_file() {
 
 #[test]
 fn tokenizer_matches_the_reference() {
-    let Some(m) = model() else { return };
+    let m = model();
     let tok = m.tokenizer().unwrap();
     for case in fixture().cases {
         let ids = tok.encode(&case.prompt).unwrap();
@@ -79,7 +77,7 @@ fn tokenizer_matches_the_reference() {
 
 #[test]
 fn logits_match_the_reference() {
-    let Some(m) = model() else { return };
+    let m = model();
     for case in fixture().cases {
         let logits = prefill_all(m, &case.ids, 16);
         let mut worst = 0f32;
@@ -100,7 +98,7 @@ fn logits_match_the_reference() {
 
 #[test]
 fn greedy_continues_the_capital_of_france_with_paris() {
-    let Some(m) = model() else { return };
+    let m = model();
     let tok = m.tokenizer().unwrap();
     let case = fixture()
         .cases
@@ -130,7 +128,7 @@ fn greedy_continues_the_capital_of_france_with_paris() {
 
 #[test]
 fn incremental_decode_equals_one_prefill() {
-    let Some(m) = model() else { return };
+    let m = model();
     let case = fixture()
         .cases
         .into_iter()
@@ -158,7 +156,7 @@ fn incremental_decode_equals_one_prefill() {
 
 #[test]
 fn truncated_file_is_a_clear_error() {
-    let Some(path) = model_path() else { return };
+    let path = model_path();
     let bytes = std::fs::read(&path).unwrap();
     for len in [3, 1000, 2_000_000, bytes.len() - 1] {
         let err = GgufFile::parse(bytes[..len].to_vec()).unwrap_err();
@@ -171,7 +169,7 @@ fn truncated_file_is_a_clear_error() {
 
 #[test]
 fn tokenizer_survives_a_tokenizer_json_round_trip() {
-    let Some(m) = model() else { return };
+    let m = model();
     let tok = m.tokenizer().unwrap();
     let dir = common::temp_dir("tokenizer-json");
     let path = dir.join("tokenizer.json");
@@ -187,7 +185,7 @@ fn tokenizer_survives_a_tokenizer_json_round_trip() {
 #[test]
 fn inconsistent_metadata_is_an_error_before_any_allocation() {
     use pagedattn_model::gguf::Value;
-    let Some(path) = model_path() else { return };
+    let path = model_path();
     let pristine = GgufFile::open(&path).unwrap();
     let cases: [(&str, Option<Value>); 5] = [
         ("llama.embedding_length", Some(Value::U64(1 << 40))),
@@ -215,7 +213,7 @@ fn inconsistent_metadata_is_an_error_before_any_allocation() {
 #[test]
 fn half_precision_kv_cache_still_answers_paris() {
     use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
-    let Some(m) = model() else { return };
+    let m = model();
     let case = fixture()
         .cases
         .into_iter()
