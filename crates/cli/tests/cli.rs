@@ -200,7 +200,42 @@ fn simulated_serve_writes_the_report() {
     ] {
         assert!(policies[0].get(key).is_some(), "policies[].{key}");
     }
-    assert!(policies[0]["ttft_ms"].get("p99").is_some());
+    // The values agree with each other, not just exist.
+    let f = |p: &serde_json::Value, k: &str| p[k].as_f64().unwrap_or_else(|| panic!("{k}"));
+    let paged = f(&policies[0], "output_tokens_per_s");
+    assert_eq!(policies[0]["policy"], "paged");
+    for p in policies {
+        let name = p["policy"].as_str().unwrap();
+        assert_eq!(p["requests"], 60, "{name}");
+        // Throughput is work over time.
+        let dur = f(p, "duration_s");
+        assert!(dur > 0.0, "{name}");
+        assert!((f(p, "requests_per_s") * dur - 60.0).abs() < 1e-6, "{name}");
+        assert!(
+            f(p, "total_tokens_per_s") > f(p, "output_tokens_per_s"),
+            "{name}"
+        );
+        // Ratios are relative to the paged run.
+        let ratio = f(p, "throughput_vs_paged");
+        assert!(
+            (ratio - f(p, "output_tokens_per_s") / paged).abs() < 1e-9,
+            "{name}"
+        );
+        for lat in ["ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"] {
+            let (p50, p90, p99) = (f(&p[lat], "p50"), f(&p[lat], "p90"), f(&p[lat], "p99"));
+            assert!(0.0 <= p50 && p50 <= p90 && p90 <= p99, "{name} {lat}");
+        }
+        // A request's first token comes before its last.
+        assert!(f(&p["ttft_ms"], "p50") <= f(&p["e2e_ms"], "p99"), "{name}");
+        for share in [
+            "utilization_mean",
+            "utilization_peak",
+            "block_reuse",
+            "prefix_hit_rate",
+        ] {
+            assert!((0.0..=1.0).contains(&f(p, share)), "{name} {share}");
+        }
+    }
     assert_eq!(doc["sweep"].as_array().unwrap().len(), 2);
     for f in [
         "kv_utilization.svg",
