@@ -15,6 +15,7 @@ pub mod openai;
 pub mod plot;
 pub mod report;
 pub mod sim;
+mod sse;
 pub mod workload;
 
 /// Errors of a benchmark run that are not the engine's or the workload's.

@@ -3,6 +3,7 @@
 mod bench_kernels;
 mod bench_kv;
 mod bench_serve;
+mod flags;
 mod generate;
 mod machine;
 mod serve;

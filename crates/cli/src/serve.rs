@@ -1,6 +1,6 @@
 //! `pagedattn serve`: the OpenAI-compatible server on the paged engine.
 
-use crate::bench_serve::{parse_bytes, parse_kv_dtype, parse_weights};
+use crate::flags::{parse_bytes, parse_kv_dtype, parse_weights};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use pagedattn_engine::{EngineConfig, KvPolicy, SchedulerConfig};

@@ -1,15 +1,116 @@
-//! After a step: sample each finished chunk's next token, fork the siblings of a paged
-//! parallel-sampling request, detect stops, and retire finished sequences.
+//! How sequences end: after a step, sample each finished chunk's next token, fork the
+//! siblings of a paged parallel-sampling request, detect stops and retire finished
+//! sequences; and on the caller's word, abort requests or stop single sequences.
 
 use crate::engine::{Engine, RequestOutput};
 use crate::error::{EngineError, Result};
 use crate::executor::Executor;
+use crate::metrics::SeqMetrics;
 use crate::request::{RequestId, SamplingParams};
 use crate::sampler::{Sampler, TokenLogprob};
 use crate::sequence::{FinishReason, SeqState, Sequence};
 use pagedattn_kv::{SeqId, TokenId};
 
 impl<E: Executor> Engine<E> {
+    /// Aborts a request: frees everything its sequences hold, at once. Aborting a request
+    /// that finished or never existed does nothing (a client that disconnects races its
+    /// last token). Returns the last outputs of the sequences it ended.
+    pub fn abort(&mut self, id: RequestId) -> Result<Vec<RequestOutput>> {
+        self.end_request(id, FinishReason::Aborted)
+    }
+
+    /// Aborts every request (shutdown after the grace period).
+    pub fn abort_all(&mut self) -> Result<Vec<RequestOutput>> {
+        let ids: Vec<RequestId> = self.requests.keys().copied().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.abort(id)?);
+        }
+        Ok(out)
+    }
+
+    /// Ends sequence `index` of request `id` as stopped (a stop string seen by the caller's
+    /// detokenizer) and frees its memory; returns its last output. A no-op if it has
+    /// already finished.
+    pub fn stop_sequence(&mut self, id: RequestId, index: usize) -> Result<Vec<RequestOutput>> {
+        let Some(req) = self.requests.get(&id) else {
+            return Ok(Vec::new());
+        };
+        let Some(&sid) = req
+            .live
+            .iter()
+            .find(|&&s| self.sched.seq(s).is_ok_and(|q| q.index == index))
+        else {
+            return Ok(Vec::new());
+        };
+        // Forks not made yet never will be (they would start from sequence 0).
+        let unborn = if index == 0 {
+            self.unborn_forks(id, FinishReason::Stop)
+        } else {
+            Vec::new()
+        };
+        let mut out = vec![self.finish_seq(sid, FinishReason::Stop, Vec::new(), Vec::new())?];
+        out.extend(unborn);
+        Ok(out)
+    }
+
+    /// Ends every live sequence of request `id` with `reason`.
+    pub(crate) fn end_request(
+        &mut self,
+        id: RequestId,
+        reason: FinishReason,
+    ) -> Result<Vec<RequestOutput>> {
+        let Some(req) = self.requests.get(&id) else {
+            return Ok(Vec::new());
+        };
+        let live = req.live.clone();
+        let unborn = self.unborn_forks(id, reason);
+        let mut out = Vec::with_capacity(live.len() + unborn.len());
+        for sid in live {
+            out.push(self.finish_seq(sid, reason, Vec::new(), Vec::new())?);
+        }
+        out.extend(unborn);
+        Ok(out)
+    }
+
+    /// The last outputs of the forks of request `id` that were never made (paged `n > 1`,
+    /// ended before its prompt was done), so that a caller hears of all `n` sequences; no
+    /// fork is made after this.
+    fn unborn_forks(&mut self, id: RequestId, reason: FinishReason) -> Vec<RequestOutput> {
+        let Some(req) = self.requests.get_mut(&id) else {
+            return Vec::new();
+        };
+        let forks = std::mem::take(&mut req.pending_forks);
+        let base = req
+            .live
+            .first()
+            .and_then(|&s| self.sched.seq(s).ok())
+            .map(|s| s.metrics.clone())
+            .unwrap_or_default();
+        let now = self.now();
+        (1..=forks)
+            .map(|index| {
+                let m = SeqMetrics {
+                    index,
+                    finished: Some(now),
+                    finish_reason: Some(reason),
+                    ..base.clone()
+                };
+                if self.config.keep_history {
+                    self.finished.push(m.clone());
+                }
+                RequestOutput {
+                    request: id,
+                    index,
+                    new_tokens: Vec::new(),
+                    logprobs: Vec::new(),
+                    finished: Some(reason),
+                    metrics: Some(Box::new(m)),
+                }
+            })
+            .collect()
+    }
+
     /// Paged parallel sampling: when the first sequence of an `n > 1` request finishes its
     /// prompt, its siblings fork its blocks and each samples its own first token.
     pub(crate) fn fork_children(

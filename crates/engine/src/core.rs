@@ -17,12 +17,12 @@
 //! Memory stays bounded in a long-running server: the engine keeps no history (see
 //! [`crate::EngineConfig::keep_history`]), and the thread keeps one sender per live request.
 
-use crate::engine::{validate, Engine, RequestOutput};
+use crate::engine::{Engine, RequestOutput};
 use crate::error::{EngineError, Result};
 use crate::executor::Executor;
 use crate::kv_space::KvUsage;
 use crate::metrics::{EngineTotals, StepMetrics};
-use crate::request::{Request, RequestId, SamplingParams};
+use crate::request::{validate, Request, RequestId, SamplingParams};
 use pagedattn_kv::{BlockManagerStats, TokenId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

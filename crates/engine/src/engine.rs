@@ -17,7 +17,7 @@ use crate::error::{EngineError, Result};
 use crate::executor::{Executor, ModelSpec};
 use crate::kv_space::{KvPolicy, KvSpace};
 use crate::metrics::{EngineTotals, SeqMetrics, StepMetrics};
-use crate::request::{Request, RequestId, SamplingParams};
+use crate::request::{validate, Request, RequestId, SamplingParams};
 use crate::sampler::{Sampler, TokenLogprob};
 use crate::scheduler::{Scheduled, Scheduler, SchedulerConfig};
 use crate::sequence::{FinishReason, SeqState, Sequence};
@@ -270,101 +270,6 @@ impl<E: Executor> Engine<E> {
         self.requests.contains_key(&id)
     }
 
-    /// Aborts a request: frees everything its sequences hold, at once. Aborting a request
-    /// that finished or never existed does nothing (a client that disconnects races its
-    /// last token). Returns the last outputs of the sequences it ended.
-    pub fn abort(&mut self, id: RequestId) -> Result<Vec<RequestOutput>> {
-        self.end_request(id, FinishReason::Aborted)
-    }
-
-    /// Aborts every request (shutdown after the grace period).
-    pub fn abort_all(&mut self) -> Result<Vec<RequestOutput>> {
-        let ids: Vec<RequestId> = self.requests.keys().copied().collect();
-        let mut out = Vec::new();
-        for id in ids {
-            out.extend(self.abort(id)?);
-        }
-        Ok(out)
-    }
-
-    /// Ends sequence `index` of request `id` as stopped (a stop string seen by the caller's
-    /// detokenizer) and frees its memory; returns its last output. A no-op if it has
-    /// already finished.
-    pub fn stop_sequence(&mut self, id: RequestId, index: usize) -> Result<Vec<RequestOutput>> {
-        let Some(req) = self.requests.get(&id) else {
-            return Ok(Vec::new());
-        };
-        let Some(&sid) = req
-            .live
-            .iter()
-            .find(|&&s| self.sched.seq(s).is_ok_and(|q| q.index == index))
-        else {
-            return Ok(Vec::new());
-        };
-        // Forks not made yet never will be (they would start from sequence 0).
-        let unborn = if index == 0 {
-            self.unborn_forks(id, FinishReason::Stop)
-        } else {
-            Vec::new()
-        };
-        let mut out = vec![self.finish_seq(sid, FinishReason::Stop, Vec::new(), Vec::new())?];
-        out.extend(unborn);
-        Ok(out)
-    }
-
-    /// Ends every live sequence of request `id` with `reason`.
-    fn end_request(&mut self, id: RequestId, reason: FinishReason) -> Result<Vec<RequestOutput>> {
-        let Some(req) = self.requests.get(&id) else {
-            return Ok(Vec::new());
-        };
-        let live = req.live.clone();
-        let unborn = self.unborn_forks(id, reason);
-        let mut out = Vec::with_capacity(live.len() + unborn.len());
-        for sid in live {
-            out.push(self.finish_seq(sid, reason, Vec::new(), Vec::new())?);
-        }
-        out.extend(unborn);
-        Ok(out)
-    }
-
-    /// The last outputs of the forks of request `id` that were never made (paged `n > 1`,
-    /// ended before its prompt was done), so that a caller hears of all `n` sequences; no
-    /// fork is made after this.
-    fn unborn_forks(&mut self, id: RequestId, reason: FinishReason) -> Vec<RequestOutput> {
-        let Some(req) = self.requests.get_mut(&id) else {
-            return Vec::new();
-        };
-        let forks = std::mem::take(&mut req.pending_forks);
-        let base = req
-            .live
-            .first()
-            .and_then(|&s| self.sched.seq(s).ok())
-            .map(|s| s.metrics.clone())
-            .unwrap_or_default();
-        let now = self.now();
-        (1..=forks)
-            .map(|index| {
-                let m = SeqMetrics {
-                    index,
-                    finished: Some(now),
-                    finish_reason: Some(reason),
-                    ..base.clone()
-                };
-                if self.config.keep_history {
-                    self.finished.push(m.clone());
-                }
-                RequestOutput {
-                    request: id,
-                    index,
-                    new_tokens: Vec::new(),
-                    logprobs: Vec::new(),
-                    finished: Some(reason),
-                    metrics: Some(Box::new(m)),
-                }
-            })
-            .collect()
-    }
-
     /// Runs one step: schedules, executes, samples, and returns new tokens. If the
     /// executor fails, the requests of this step end with [`FinishReason::Error`], their
     /// memory is freed, and the error names them; the engine stays usable.
@@ -539,38 +444,4 @@ impl<E: Executor> Engine<E> {
             .map(|id| out.remove(id).unwrap_or_default())
             .collect())
     }
-}
-
-/// Checks a request against the engine's limits before anything is queued: a prompt of
-/// 1 or more in-vocabulary tokens, sampling parameters in range, and prompt + max_tokens
-/// within `max_len` (checked, never wrapping).
-pub fn validate(req: &Request, max_len: usize, vocab_size: usize) -> Result<()> {
-    let id = req.id;
-    if req.prompt.is_empty() {
-        return Err(EngineError::EmptyPrompt(id));
-    }
-    req.params.validate(id)?;
-    let total = req.prompt.len().checked_add(req.params.max_tokens);
-    if !matches!(total, Some(t) if t <= max_len) {
-        return Err(EngineError::TooLong {
-            id,
-            prompt: req.prompt.len(),
-            max_tokens: req.params.max_tokens,
-            max_len,
-        });
-    }
-    if let Some(&token) = req.prompt.iter().find(|&&t| t as usize >= vocab_size) {
-        return Err(EngineError::TokenOutOfVocab {
-            id,
-            token,
-            vocab: vocab_size,
-        });
-    }
-    if !req.arrival.is_finite() {
-        return Err(EngineError::InvalidSampling {
-            id,
-            what: format!("arrival time must be finite, got {}", req.arrival),
-        });
-    }
-    Ok(())
 }

@@ -52,14 +52,14 @@ mod sampler;
 mod scheduler;
 mod sequence;
 
-pub use engine::{validate, Engine, EngineConfig, RequestOutput};
+pub use engine::{Engine, EngineConfig, RequestOutput};
 pub use error::{EngineError, Result};
 pub use executor::{Executor, KvLayout, ModelSpec, StepOutput};
 pub use kv_space::{ContiguousSizing, KvPolicy, KvUsage};
 pub use metrics::{EngineTotals, SeqMetrics, StepMetrics};
 pub use model_executor::ModelExecutor;
 pub use pagedattn_model::{Batch, KvLocation, LogitsFor, SeqInput};
-pub use request::{Request, RequestId, SamplingParams, MAX_LOGPROBS, MAX_N};
+pub use request::{validate, Request, RequestId, SamplingParams, MAX_LOGPROBS, MAX_N};
 pub use sampler::TokenLogprob;
 pub use scheduler::SchedulerConfig;
 pub use sequence::{FinishReason, SeqState, Sequence};

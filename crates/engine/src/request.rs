@@ -124,3 +124,37 @@ impl Request {
         }
     }
 }
+
+/// Checks a request against the engine's limits before anything is queued: a prompt of
+/// 1 or more in-vocabulary tokens, sampling parameters in range, and prompt + max_tokens
+/// within `max_len` (checked, never wrapping).
+pub fn validate(req: &Request, max_len: usize, vocab_size: usize) -> Result<()> {
+    let id = req.id;
+    if req.prompt.is_empty() {
+        return Err(EngineError::EmptyPrompt(id));
+    }
+    req.params.validate(id)?;
+    let total = req.prompt.len().checked_add(req.params.max_tokens);
+    if !matches!(total, Some(t) if t <= max_len) {
+        return Err(EngineError::TooLong {
+            id,
+            prompt: req.prompt.len(),
+            max_tokens: req.params.max_tokens,
+            max_len,
+        });
+    }
+    if let Some(&token) = req.prompt.iter().find(|&&t| t as usize >= vocab_size) {
+        return Err(EngineError::TokenOutOfVocab {
+            id,
+            token,
+            vocab: vocab_size,
+        });
+    }
+    if !req.arrival.is_finite() {
+        return Err(EngineError::InvalidSampling {
+            id,
+            what: format!("arrival time must be finite, got {}", req.arrival),
+        });
+    }
+    Ok(())
+}
