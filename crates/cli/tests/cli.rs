@@ -115,6 +115,43 @@ fn serve_errors_are_one_line_and_exit_1() {
 }
 
 #[test]
+fn serve_says_it_fetches_a_missing_default_model_and_fails_clearly_when_it_cannot() {
+    // An empty working directory (no models/) and a `pip3` that always fails.
+    let dir = std::env::temp_dir().join(format!("pa-cli-fetch-{}", std::process::id()));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let pip = bin.join("pip3");
+    std::fs::write(&pip, "#!/bin/sh\necho 'no network here' >&2\nexit 1\n").unwrap();
+    let mut perms = std::fs::metadata(&pip).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&pip, perms).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pagedattn"))
+        .args(["serve", "--port", "0"])
+        .current_dir(&dir)
+        .env("PATH", path)
+        .env_remove("PAGEDATTN_WHEEL_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is missing; fetching it"), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("error: could not fetch"),
+        "{err}"
+    );
+    assert!(!dir.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn generate_errors_exit_1() {
     let out = pagedattn(&[
         "generate",
