@@ -137,11 +137,42 @@ impl WorkloadSpec {
             .requests
             .saturating_mul(MAX_DRAWS_PER_REQUEST)
             .max(10_000);
-        let too_few = |got: usize| {
-            WorkloadError::Invalid(format!(
-                "only {got} of {} requests fit the maximum length {} (prompt <= {max_prompt}) after {budget} draws; raise the maximum length",
-                self.requests, self.max_len
-            ))
+        // Draws `(prompt, output)` pairs until `requests` fit, at most `budget` times; if too
+        // few fit, the error names the smallest maximum length that would have taken the
+        // `requests` shortest draws (prompts within the configured maximum prompt).
+        let sample = |mut next: Box<dyn FnMut() -> (usize, usize) + '_>| {
+            let mut kept = Vec::with_capacity(self.requests);
+            let mut shortest = std::collections::BinaryHeap::with_capacity(self.requests + 1);
+            for _ in 0..budget {
+                if kept.len() == self.requests {
+                    return Ok(kept);
+                }
+                let (p, o) = next();
+                if fits(p, o) {
+                    kept.push((p, o, None));
+                }
+                if p <= self.max_prompt {
+                    shortest.push(p.saturating_add(o));
+                    if shortest.len() > self.requests {
+                        shortest.pop();
+                    }
+                }
+            }
+            if kept.len() == self.requests {
+                return Ok(kept);
+            }
+            let hint = match shortest.peek() {
+                Some(&need) if shortest.len() == self.requests => {
+                    format!("--max-model-len {need} would take them")
+                }
+                _ => "raise the maximum length".to_string(),
+            };
+            Err(WorkloadError::Invalid(format!(
+                "only {} of {} requests fit the maximum length {} (prompt <= {max_prompt}) in {budget} draws; {hint}",
+                kept.len(),
+                self.requests,
+                self.max_len
+            )))
         };
         let mut lens: Vec<(usize, usize, Option<f64>)> = Vec::with_capacity(self.requests);
         // A log-normal draw is finite and positive; `as` saturates the rare huge one, which
@@ -157,46 +188,35 @@ impl WorkloadSpec {
                     Lengths::PrefixShared { prefix_len } => prefix_len,
                     _ => 0,
                 };
-                if !fits(prefix + 1, 1) {
+                if !fits(prefix.saturating_add(1), 1) {
                     return Err(WorkloadError::Invalid(format!(
                         "a shared prefix of {prefix} tokens leaves no room under the maximum length"
                     )));
                 }
-                for _ in 0..budget {
-                    if lens.len() == self.requests {
-                        break;
-                    }
-                    let (p, o) = (
-                        prefix.saturating_add(draw(&mut rng, &pi)),
-                        draw(&mut rng, &po),
-                    );
-                    if fits(p, o) {
-                        lens.push((p, o, None));
-                    }
-                }
-                if lens.len() < self.requests {
-                    return Err(too_few(lens.len()));
-                }
+                let rng = &mut rng;
+                lens = sample(Box::new(move || {
+                    let p = prefix.saturating_add(draw(rng, &pi));
+                    (p, draw(rng, &po))
+                }))?;
             }
             Lengths::Uniform { prompt, output } => {
-                if prompt.0 > prompt.1 || output.0 > output.1 || !fits(prompt.0, output.0) {
-                    return Err(WorkloadError::Invalid(
-                        "empty or oversized uniform ranges".into(),
-                    ));
+                if prompt.0 > prompt.1 || output.0 > output.1 {
+                    return Err(WorkloadError::Invalid("empty uniform ranges".into()));
                 }
-                for _ in 0..budget {
-                    if lens.len() == self.requests {
-                        break;
-                    }
-                    let p = rng.random_range(prompt.0..=prompt.1);
-                    let o = rng.random_range(output.0..=output.1);
-                    if fits(p, o) {
-                        lens.push((p, o, None));
-                    }
+                if !fits(prompt.0, output.0) {
+                    return Err(WorkloadError::Invalid(format!(
+                        "the shortest uniform request ({} + {} tokens) does not fit the maximum length {}",
+                        prompt.0, output.0, self.max_len
+                    )));
                 }
-                if lens.len() < self.requests {
-                    return Err(too_few(lens.len()));
-                }
+                let (prompt, output) = (*prompt, *output);
+                let rng = &mut rng;
+                lens = sample(Box::new(move || {
+                    (
+                        rng.random_range(prompt.0..=prompt.1),
+                        rng.random_range(output.0..=output.1),
+                    )
+                }))?;
             }
             Lengths::Trace(rows) => {
                 let usable: Vec<_> = rows.iter().filter(|r| fits(r.0, r.1)).copied().collect();

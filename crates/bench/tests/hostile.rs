@@ -88,8 +88,26 @@ fn a_workload_no_request_fits_is_an_error_not_a_hang() {
         let mut s = spec(lengths.clone(), 3);
         s.arrivals = Arrivals::AllAtOnce;
         s.requests = 1000;
-        let e = s.generate().unwrap_err();
-        assert!(e.to_string().contains("maximum length"), "{lengths:?}: {e}");
+        let e = s.generate().unwrap_err().to_string();
+        assert!(e.contains("maximum length"), "{lengths:?}: {e}");
+        // The error names the smallest maximum length that takes every request, and that
+        // length works.
+        let need: usize = e
+            .split("--max-model-len ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no suggested length in {e}"));
+        s.max_len = need;
+        let reqs = s
+            .generate()
+            .unwrap_or_else(|e| panic!("{lengths:?} at {need}: {e}"));
+        assert!(reqs.iter().all(|r| r.prompt.len() + r.output_len <= need));
+        s.max_len = need - 1;
+        assert!(
+            s.generate().is_err(),
+            "{lengths:?}: {need} is not the smallest"
+        );
     }
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     let mut s = spec(Lengths::ShareGpt, 2048);
