@@ -268,3 +268,144 @@ fn in_range(v: Option<f64>, default: f64, lo: f64, hi: f64, name: &str) -> Resul
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Request bodies as a fuzzer would write them: whatever the bytes or the field values,
+    //! validation answers with a job or a typed error, never a panic, and a job it lets
+    //! through satisfies every bound the engine relies on.
+
+    use super::*;
+    use crate::routes::parse;
+    use axum::body::Bytes;
+    use pagedattn_engine::{EngineConfig, KvPolicy};
+    use pagedattn_kernels::DType;
+    use pagedattn_model::{Model, Tokenizer, WeightDType};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+    use std::sync::{Arc, OnceLock};
+
+    fn state() -> Arc<AppState> {
+        static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
+        STATE
+            .get_or_init(|| {
+                let model = Arc::new(Model::random_named("tiny", 1, WeightDType::F32).unwrap());
+                crate::start(
+                    model,
+                    Arc::new(Tokenizer::byte_level()),
+                    DType::F32,
+                    EngineConfig::new(KvPolicy::Paged, 8 << 20),
+                    crate::ServerOptions::default(),
+                )
+                .unwrap()
+            })
+            .clone()
+    }
+
+    /// Any JSON value, a few levels deep, with the numbers that break naive code.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            prop_oneof![
+                Just(0.0),
+                Just(-1.0),
+                Just(1e308),
+                Just(-1e-300),
+                any::<f64>()
+            ]
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec(("[a-z_]{1,8}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    const FIELDS: &[&str] = &[
+        "model",
+        "prompt",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "seed",
+        "n",
+        "stop",
+        "stop_token_ids",
+        "ignore_eos",
+        "stream",
+        "stream_options",
+        "logprobs",
+        "top_logprobs",
+        "echo",
+        "presence_penalty",
+    ];
+
+    /// A body with some known fields set to arbitrary values.
+    fn body() -> impl Strategy<Value = Value> {
+        proptest::collection::vec((0..FIELDS.len(), any_json()), 0..8).prop_map(|kv| {
+            let mut m: serde_json::Map<String, Value> = kv
+                .into_iter()
+                .map(|(k, v)| (FIELDS[k].to_string(), v))
+                .collect();
+            m.entry("prompt").or_insert(json!("hi"));
+            Value::Object(m)
+        })
+    }
+
+    fn check(job: &Job, max_len: usize) {
+        let p = &job.params;
+        assert!(p.max_tokens >= 1 && p.n >= 1 && p.n <= MAX_N);
+        assert!(p.temperature.is_finite() && (0.0..=2.0).contains(&p.temperature));
+        assert!(p.top_p > 0.0 && p.top_p <= 1.0);
+        assert!(p.logprobs.is_none_or(|n| n <= MAX_LOGPROBS));
+        assert!(job.stops.len() <= MAX_STOPS && job.stops.iter().all(|s| !s.is_empty()));
+        assert!(!job.prompts.is_empty() && job.prompts.iter().all(|q| !q.is_empty()));
+        assert!(job.prompts.len() * p.n <= MAX_N);
+        // What the engine checks next either accepts or refuses; it never overflows.
+        for q in &job.prompts {
+            let _ = q.len().checked_add(p.max_tokens).map(|t| t <= max_len);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn completion_bodies_validate_or_fail_cleanly(v in body()) {
+            let s = state();
+            let bytes = Bytes::from(serde_json::to_vec(&v).unwrap());
+            if let Ok(job) = parse::<CompletionRequest>(Ok(bytes)).and_then(|(r, c)| completion_job(&s, r, &c)) {
+                check(&job, s.engine.max_model_len());
+            }
+        }
+
+        #[test]
+        fn chat_bodies_validate_or_fail_cleanly(v in body(), msgs in any_json()) {
+            let s = state();
+            let mut v = v;
+            v["messages"] = msgs;
+            let bytes = Bytes::from(serde_json::to_vec(&v).unwrap());
+            if let Ok(job) = parse::<ChatRequest>(Ok(bytes)).and_then(|(r, c)| chat_job(&s, r, &c)) {
+                check(&job, s.engine.max_model_len());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_a_400_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let r = parse::<CompletionRequest>(Ok(Bytes::from(bytes)));
+            if let Err(e) = r {
+                prop_assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            }
+        }
+    }
+}

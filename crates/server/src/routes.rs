@@ -120,7 +120,7 @@ async fn models(State(s): Shared) -> Json<ModelList> {
 
 /// The JSON body as an endpoint's own fields `T` and the shared [`CommonParams`], or a 400
 /// naming the field at fault (413 when over the size limit).
-fn parse<T: DeserializeOwned>(
+pub(crate) fn parse<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(T, CommonParams), ApiError> {
     let bytes = body.map_err(|e| {
