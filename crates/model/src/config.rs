@@ -2,7 +2,7 @@
 //! built-in name.
 
 use crate::error::{ModelError, Result};
-use crate::gguf::{GgufFile, Value};
+use crate::gguf::{Array, GgufFile, Value};
 use pagedattn_kernels::DType;
 use serde::{Deserialize, Serialize};
 
@@ -184,7 +184,7 @@ impl ModelConfig {
             None => file
                 .get("tokenizer.ggml.tokens")
                 .and_then(Value::as_array)
-                .map_or(0, <[Value]>::len),
+                .map_or(0, Array::len),
         };
         let float = |k: &str, default: f64| -> Result<f32> {
             match file.get(&format!("llama.{k}")) {

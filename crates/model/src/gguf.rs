@@ -1,18 +1,54 @@
 //! A GGUF reader: header, metadata and tensor directory (GGUF v2 and v3, little-endian).
 //!
 //! The file is read into memory once; tensor data is borrowed from that buffer until the
-//! weights are dequantized, then dropped. Every length read from the file is checked against
-//! the bytes that remain before anything is allocated, so a truncated or hostile file is a
-//! [`ModelError::CorruptGguf`], not a huge allocation or an out-of-bounds read.
+//! weights are dequantized, then dropped. Every count and length read from the file is
+//! checked against the bytes that remain before anything is allocated for it, and every
+//! dimension, offset and the alignment with checked arithmetic against the end of the file,
+//! so a truncated or hostile file is a [`ModelError::CorruptGguf`] (or
+//! [`ModelError::UnsupportedTensorType`]) naming the field and the value, never a panic, an
+//! out-of-bounds read or an allocation the file cannot justify.
+//!
+//! # Memory bound
+//!
+//! Besides the file's own bytes, parsing allocates at most 8 bytes of memory per byte of
+//! file, plus the nodes of the metadata map (a `BTreeMap`). Each part of the file is
+//! bounded on its own:
+//!
+//! * Metadata arrays are stored compactly ([`Array`]): a `u8` or `i8` element, widened to
+//!   `u64`/`i64`, takes 8 bytes for its 1 byte on disk, the worst case; a `bool` 1 byte;
+//!   2-byte types 4 bytes per byte, 4-byte types 2, 8-byte types 1. A string element takes
+//!   its bytes plus a 24-byte `String` header, against its 8-byte length prefix plus its
+//!   bytes on disk (at most 3 bytes per byte). Arrays of arrays are refused.
+//! * A metadata entry takes its key's bytes, a 24-byte key header and a 32-byte [`Value`]
+//!   (plus a string value's bytes), against at least 13 bytes plus the key on disk (8-byte
+//!   key length, 4-byte type, a 1-byte value).
+//! * A tensor directory entry takes a 72-byte [`TensorInfo`], its name's bytes and 8 bytes
+//!   per dimension, against at least 24 bytes plus its name and 8 bytes per dimension on
+//!   disk.
+//!
+//! The map's nodes are the one overhead not bounded per byte above; 200,000 entries with
+//! 3-byte keys and 1-byte values (keys cannot be much shorter and stay distinct) take under
+//! 6 bytes per byte of file with them (`tests/gguf_hostile.rs` checks both cases).
+//!
+//! Counts are never trusted to size an allocation before the bytes they claim are known to
+//! remain, so one hostile count cannot make the parser reserve more than the file holds.
 
 use crate::error::{ModelError, Result};
 use crate::quant::GgmlType;
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::path::Path;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_DIMS: u32 = 4;
+/// The smallest metadata entry on disk: key length (8), empty key, type (4), a 1-byte value.
+const MIN_KV_BYTES: u64 = 8 + 4 + 1;
+/// The smallest tensor directory entry on disk: name length (8), empty name, `n_dims` (4),
+/// one dimension (8), type (4), offset (8).
+const MIN_TENSOR_BYTES: u64 = 8 + 4 + 8 + 4 + 8;
+/// The metadata value type id of an array.
+const ARRAY_TYPE: u32 = 9;
 
 /// One metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,8 +63,60 @@ pub enum Value {
     Bool(bool),
     /// UTF-8 string.
     Str(String),
-    /// Array of values (of one type).
-    Array(Vec<Value>),
+    /// Array of values of one type.
+    Array(Array),
+}
+
+/// A metadata array, stored by element kind; element types map as the scalar ones do
+/// (`u8`..`u64` to [`Array::U64`], `i8`..`i64` to [`Array::I64`], `f32`/`f64` to
+/// [`Array::F64`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Array {
+    /// Elements of any unsigned integer type.
+    U64(Vec<u64>),
+    /// Elements of any signed integer type.
+    I64(Vec<i64>),
+    /// `f32` or `f64` elements.
+    F64(Vec<f64>),
+    /// Booleans.
+    Bool(Vec<bool>),
+    /// UTF-8 strings.
+    Str(Vec<String>),
+}
+
+impl Array {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F64(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::Str(v) => v.len(),
+        }
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as an unsigned integer, if it exists and is a non-negative integer.
+    pub fn u64_at(&self, i: usize) -> Option<u64> {
+        match self {
+            Array::U64(v) => v.get(i).copied(),
+            Array::I64(v) => v.get(i).and_then(|&x| u64::try_from(x).ok()),
+            _ => None,
+        }
+    }
+
+    /// The elements, if they are strings.
+    pub fn as_strs(&self) -> Option<&[String]> {
+        match self {
+            Array::Str(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 impl Value {
@@ -60,11 +148,16 @@ impl Value {
     }
 
     /// The value as an array.
-    pub fn as_array(&self) -> Option<&[Value]> {
+    pub fn as_array(&self) -> Option<&Array> {
         match self {
             Value::Array(a) => Some(a),
             _ => None,
         }
+    }
+
+    /// The value as an array of strings.
+    pub fn as_strs(&self) -> Option<&[String]> {
+        self.as_array().and_then(Array::as_strs)
     }
 }
 
@@ -125,36 +218,58 @@ impl GgufFile {
         }
         let tensor_count = r.u64()?;
         let kv_count = r.u64()?;
+        r.check_count(&"kv_count", kv_count, MIN_KV_BYTES)?;
+        r.check_count(&"tensor_count", tensor_count, MIN_TENSOR_BYTES)?;
         let mut metadata = BTreeMap::new();
         for _ in 0..kv_count {
-            let key = r.string()?;
+            let key = r.string(&"metadata key")?;
             let kind = r.u32()?;
-            let value = r.value(kind, 0)?;
+            let value = r.value(&key, kind)?;
             metadata.insert(key, value);
         }
-        let mut tensors = Vec::new();
+        // Checked again now that the metadata has consumed its share of the file.
+        let tensor_count = r.check_count(&"tensor_count", tensor_count, MIN_TENSOR_BYTES)?;
+        let mut tensors = Vec::with_capacity(tensor_count);
         for _ in 0..tensor_count {
             tensors.push(r.tensor_info()?);
         }
         let alignment = match metadata.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
-            Some(v) => v
-                .as_u64()
-                .filter(|&a| a > 0)
-                .ok_or_else(|| corrupt("bad general.alignment"))?,
+            Some(v) => match v.as_u64() {
+                Some(a) if a.is_power_of_two() => a,
+                Some(a) => {
+                    return Err(corrupt(format!(
+                        "general.alignment {a} is not a power of two"
+                    )))
+                }
+                None => {
+                    return Err(corrupt(format!(
+                        "general.alignment {v:?} is not an unsigned integer"
+                    )))
+                }
+            },
         };
-        let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
-        let data_start =
-            usize::try_from(data_start).map_err(|_| corrupt("data offset overflows"))?;
-        let data_len = bytes.len().saturating_sub(data_start);
+        let data_start = (r.pos as u64)
+            .checked_next_multiple_of(alignment)
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "data section: byte {} aligned to general.alignment {alignment} overflows",
+                    r.pos
+                ))
+            })?;
         for t in &tensors {
-            if t.offset
-                .checked_add(t.size)
-                .is_none_or(|end| end > data_len)
-            {
+            let end = data_start
+                .checked_add(t.offset)
+                .and_then(|s| s.checked_add(t.size));
+            if end.is_none_or(|end| end > bytes.len()) {
                 return Err(corrupt(format!(
-                    "tensor {} extends past the end of the file (truncated?)",
-                    t.name
+                    "tensor {}: offset {} (+ {} bytes, data section at byte {data_start}) past \
+                     the end of the file ({} bytes; truncated?)",
+                    t.name,
+                    t.offset,
+                    t.size,
+                    bytes.len()
                 )));
             }
         }
@@ -177,15 +292,25 @@ impl GgufFile {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// The raw bytes of a tensor (bounds were checked at parse time).
+    /// The raw bytes of a tensor of this file's directory (bounds were checked at parse
+    /// time; an entry from elsewhere that does not fit yields an empty slice).
     pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
-        let start = self.data_start + t.offset;
-        &self.bytes[start..start + t.size]
+        self.data_start
+            .checked_add(t.offset)
+            .and_then(|start| self.bytes.get(start..start.checked_add(t.size)?))
+            .unwrap_or(&[])
     }
 }
 
 fn corrupt(msg: impl Into<String>) -> ModelError {
     ModelError::CorruptGguf(msg.into())
+}
+
+/// Copies a slice known to hold `N` bytes into an array.
+fn le<const N: usize>(c: &[u8]) -> [u8; N] {
+    let mut a = [0; N];
+    a.copy_from_slice(c);
+    a
 }
 
 struct Reader<'a> {
@@ -194,18 +319,26 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| corrupt(format!("truncated at byte {}", self.pos)))?;
+        let end = end.ok_or_else(|| {
+            corrupt(format!(
+                "truncated at byte {} ({n} bytes needed, {} remain)",
+                self.pos,
+                self.remaining()
+            ))
+        })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut a = [0; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
+        Ok(le(self.take(N)?))
     }
 
     fn u32(&mut self) -> Result<u32> {
@@ -216,27 +349,31 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
-    /// A count of items of at least `min_item_bytes` each, checked against what remains.
-    fn count(&mut self, min_item_bytes: usize) -> Result<usize> {
-        let n = self.u64()?;
-        let remaining = (self.bytes.len() - self.pos) as u64;
-        if n.saturating_mul(min_item_bytes.max(1) as u64) > remaining {
-            return Err(corrupt(format!(
-                "length {n} at byte {} exceeds the file",
-                self.pos - 8
-            )));
-        }
-        Ok(n as usize)
+    /// Checks that `n` items of at least `min_item_bytes` each fit in what remains.
+    fn check_count(&self, what: &dyn Display, n: u64, min_item_bytes: u64) -> Result<usize> {
+        let remaining = self.remaining();
+        n.checked_mul(min_item_bytes)
+            .filter(|&b| b <= remaining as u64)
+            .and_then(|_| usize::try_from(n).ok())
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "{what} {n} exceeds the file ({min_item_bytes} bytes each, {remaining} \
+                     remain after byte {})",
+                    self.pos
+                ))
+            })
     }
 
-    fn string(&mut self) -> Result<String> {
-        let n = self.count(1)?;
+    fn string(&mut self, what: &dyn Display) -> Result<String> {
+        let at = self.pos;
+        let n = self.u64()?;
+        let n = self.check_count(&format_args!("{what} at byte {at}: length"), n, 1)?;
         let raw = self.take(n)?;
         String::from_utf8(raw.to_vec())
-            .map_err(|_| corrupt(format!("invalid UTF-8 string at byte {}", self.pos - n)))
+            .map_err(|_| corrupt(format!("{what} at byte {at}: invalid UTF-8")))
     }
 
-    fn value(&mut self, kind: u32, depth: u32) -> Result<Value> {
+    fn value(&mut self, key: &str, kind: u32) -> Result<Value> {
         Ok(match kind {
             0 => Value::U64(u64::from(self.array::<1>()?[0])),
             1 => Value::I64(i64::from(i8::from_le_bytes(self.array()?))),
@@ -246,51 +383,140 @@ impl<'a> Reader<'a> {
             5 => Value::I64(i64::from(i32::from_le_bytes(self.array()?))),
             6 => Value::F64(f64::from(f32::from_le_bytes(self.array()?))),
             7 => Value::Bool(self.array::<1>()?[0] != 0),
-            8 => Value::Str(self.string()?),
-            9 if depth == 0 => {
-                let inner = self.u32()?;
-                let n = self.count(1)?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.value(inner, depth + 1)?);
-                }
-                Value::Array(items)
-            }
+            8 => Value::Str(self.string(&format_args!("metadata {key}: string"))?),
+            ARRAY_TYPE => Value::Array(self.array_value(key)?),
             10 => Value::U64(self.u64()?),
             11 => Value::I64(i64::from_le_bytes(self.array()?)),
             12 => Value::F64(f64::from_le_bytes(self.array()?)),
             _ => {
                 return Err(corrupt(format!(
-                    "unknown metadata value type {kind} at byte {}",
-                    self.pos
+                    "metadata {key}: unknown value type {kind} at byte {}",
+                    self.pos - 4
                 )))
             }
         })
     }
 
+    /// An array: element type, count, elements. The count is checked against the bytes that
+    /// remain at the element type's size on disk (at least 8 for a string's length prefix),
+    /// and the elements are stored by kind, so memory stays within 8 bytes per file byte.
+    fn array_value(&mut self, key: &str) -> Result<Array> {
+        let inner = self.u32()?;
+        let at = self.pos;
+        let n = self.u64()?;
+        let elem_bytes: u64 = match inner {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            8 | 10..=12 => 8,
+            ARRAY_TYPE => {
+                return Err(corrupt(format!(
+                    "metadata {key}: nested array at byte {} (arrays of arrays are not \
+                     supported)",
+                    at - 4
+                )))
+            }
+            _ => {
+                return Err(corrupt(format!(
+                    "metadata {key}: unknown array element type {inner} at byte {}",
+                    at - 4
+                )))
+            }
+        };
+        let n = self.check_count(
+            &format_args!("metadata {key}: array length at byte {at}:"),
+            n,
+            elem_bytes,
+        )?;
+        if inner == 8 {
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                items.push(self.string(&format_args!("metadata {key}: array element"))?);
+            }
+            return Ok(Array::Str(items));
+        }
+        // `n * elem_bytes` fits: it was just checked against what remains.
+        #[allow(clippy::cast_possible_truncation)]
+        let raw = self.take(n * elem_bytes as usize)?;
+        let size = elem_bytes as usize;
+        let chunks = raw.chunks_exact(size);
+        Ok(match inner {
+            0 => Array::U64(chunks.map(|c| u64::from(c[0])).collect()),
+            1 => Array::I64(
+                chunks
+                    .map(|c| i64::from(i8::from_le_bytes(le(c))))
+                    .collect(),
+            ),
+            2 => Array::U64(
+                chunks
+                    .map(|c| u64::from(u16::from_le_bytes(le(c))))
+                    .collect(),
+            ),
+            3 => Array::I64(
+                chunks
+                    .map(|c| i64::from(i16::from_le_bytes(le(c))))
+                    .collect(),
+            ),
+            4 => Array::U64(
+                chunks
+                    .map(|c| u64::from(u32::from_le_bytes(le(c))))
+                    .collect(),
+            ),
+            5 => Array::I64(
+                chunks
+                    .map(|c| i64::from(i32::from_le_bytes(le(c))))
+                    .collect(),
+            ),
+            6 => Array::F64(
+                chunks
+                    .map(|c| f64::from(f32::from_le_bytes(le(c))))
+                    .collect(),
+            ),
+            7 => Array::Bool(chunks.map(|c| c[0] != 0).collect()),
+            10 => Array::U64(chunks.map(|c| u64::from_le_bytes(le(c))).collect()),
+            11 => Array::I64(chunks.map(|c| i64::from_le_bytes(le(c))).collect()),
+            _ => Array::F64(chunks.map(|c| f64::from_le_bytes(le(c))).collect()),
+        })
+    }
+
     fn tensor_info(&mut self) -> Result<TensorInfo> {
-        let name = self.string()?;
+        let name = self.string(&"tensor name")?;
         let n_dims = self.u32()?;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(corrupt(format!("tensor {name}: {n_dims} dimensions")));
+            return Err(corrupt(format!(
+                "tensor {name}: n_dims {n_dims} (1 to {MAX_DIMS} supported)"
+            )));
         }
-        let mut dims = Vec::new();
-        for _ in 0..n_dims {
-            let d = usize::try_from(self.u64()?)
-                .map_err(|_| corrupt(format!("tensor {name}: dimension overflows")))?;
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        for i in 0..n_dims {
+            let d = self.u64()?;
+            let d = usize::try_from(d)
+                .map_err(|_| corrupt(format!("tensor {name}: dimension {i} = {d} overflows")))?;
             dims.push(d);
         }
         let kind_id = self.u32()?;
-        let offset = usize::try_from(self.u64()?)
-            .map_err(|_| corrupt(format!("tensor {name}: offset overflows")))?;
+        let offset = self.u64()?;
+        let offset = usize::try_from(offset).map_err(|_| {
+            corrupt(format!(
+                "tensor {name}: offset {offset} past the end of the file"
+            ))
+        })?;
         let kind = GgmlType::from_id(kind_id).ok_or_else(|| ModelError::UnsupportedTensorType {
             name: name.clone(),
             kind: GgmlType::id_name(kind_id),
         })?;
-        let elems = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let size = elems.and_then(|e| kind.byte_size(e)).ok_or_else(|| {
+        let elems = dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "tensor {name}: element count of {dims:?} overflows"
+                ))
+            })?;
+        let size = kind.byte_size(elems).ok_or_else(|| {
             corrupt(format!(
-                "tensor {name}: {dims:?} is not a whole number of {} blocks",
+                "tensor {name}: {dims:?} ({elems} elements) is not a whole number of {} blocks \
+                 or its byte size overflows",
                 kind.name()
             ))
         })?;
@@ -335,6 +561,12 @@ mod tests {
             b.extend_from_slice(&(i as f32).to_le_bytes());
         }
         b
+    }
+
+    #[test]
+    fn value_and_tensor_info_sizes_match_the_module_docs() {
+        assert_eq!(std::mem::size_of::<Value>(), 32);
+        assert_eq!(std::mem::size_of::<TensorInfo>(), 72);
     }
 
     #[test]

@@ -55,21 +55,15 @@ impl Tokenizer {
                 "tokenizer model {model:?} is not supported (only gpt2 BPE)"
             )));
         }
-        let strings = |key: &str| -> Result<Vec<&str>> {
-            let arr = file
-                .get(key)
-                .and_then(Value::as_array)
-                .ok_or_else(|| tok_err(format!("{key} is missing")))?;
-            arr.iter()
-                .map(|v| {
-                    v.as_str()
-                        .ok_or_else(|| tok_err(format!("{key} holds a non-string")))
-                })
-                .collect()
+        let strings = |key: &str| -> Result<&[String]> {
+            file.get(key)
+                .ok_or_else(|| tok_err(format!("{key} is missing")))?
+                .as_strs()
+                .ok_or_else(|| tok_err(format!("{key} is not an array of strings")))
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let merges = strings("tokenizer.ggml.merges")?
-            .into_iter()
+            .iter()
             .map(|m| {
                 m.split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -79,7 +73,7 @@ impl Tokenizer {
         let vocab: Vocab = tokens
             .iter()
             .enumerate()
-            .map(|(i, t)| ((*t).to_string(), i as u32))
+            .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
@@ -101,11 +95,11 @@ impl Tokenizer {
             .get("tokenizer.ggml.token_type")
             .and_then(Value::as_array)
         {
-            let special: Vec<AddedToken> = types
+            let special: Vec<AddedToken> = tokens
                 .iter()
-                .zip(&tokens)
-                .filter(|(ty, _)| ty.as_u64() == Some(TOKEN_TYPE_CONTROL))
-                .map(|(_, t)| AddedToken::from(*t, true))
+                .enumerate()
+                .filter(|&(i, _)| types.u64_at(i) == Some(TOKEN_TYPE_CONTROL))
+                .map(|(_, t)| AddedToken::from(t.as_str(), true))
                 .collect();
             inner.add_special_tokens(&special);
         }
