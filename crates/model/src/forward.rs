@@ -143,7 +143,7 @@ impl Model {
 
         for (layer, w) in self.weights.layers.iter().enumerate() {
             rms_norm(&a.x, &w.attn_norm, c.rms_norm_eps, &mut a.h);
-            matmul(&a.h, &w.wqkv, &mut a.qkv, false);
+            matmul(&a.h, &w.wqkv, &mut a.qkv, false)?;
             a.q.par_chunks_mut(qd)
                 .zip(a.k.par_chunks_mut(kvd))
                 .zip(a.v.par_chunks_mut(kvd))
@@ -159,11 +159,11 @@ impl Model {
                 });
             kv.write_kv(layer, &slots, &a.k, &a.v)?;
             kv.attend(&attn_cfg, layer, &a.q, &seqs, &mut a.attn)?;
-            matmul(&a.attn, &w.wo, &mut a.x, true);
+            matmul(&a.attn, &w.wo, &mut a.x, true)?;
             rms_norm(&a.x, &w.ffn_norm, c.rms_norm_eps, &mut a.h);
-            matmul(&a.h, &w.w_gate_up, &mut a.gate_up, false);
+            matmul(&a.h, &w.w_gate_up, &mut a.gate_up, false)?;
             swiglu(&a.gate_up, f, &mut a.act);
-            matmul(&a.act, &w.w_down, &mut a.x, true);
+            matmul(&a.act, &w.w_down, &mut a.x, true)?;
         }
 
         // Final norm and LM head only for the rows that need logits.
@@ -174,7 +174,7 @@ impl Model {
         let mut normed = vec![0.0; sel.len()];
         rms_norm(&sel, &self.weights.final_norm, c.rms_norm_eps, &mut normed);
         let mut data = vec![0.0; picked.len() * c.vocab_size];
-        matmul(&normed, self.weights.head(), &mut data, false);
+        matmul(&normed, self.weights.head(), &mut data, false)?;
         Ok(Logits {
             vocab: c.vocab_size,
             data,

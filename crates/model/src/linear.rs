@@ -4,17 +4,22 @@
 //! across the rayon pool).
 
 use crate::weights::{Matrix, Store};
-use pagedattn_kernels::{linear, Isa};
+use pagedattn_kernels::{linear, Isa, KernelError};
 
 /// `y = x W^T` (or `y += x W^T` when `accumulate`), `x: [m, w.cols]`, `y: [m, w.rows]`.
-pub(crate) fn matmul(x: &[f32], w: &Matrix, y: &mut [f32], accumulate: bool) {
+/// Mismatched shapes are an error in every build (a release build must not return a
+/// partial product as if it were whole).
+pub(crate) fn matmul(
+    x: &[f32],
+    w: &Matrix,
+    y: &mut [f32],
+    accumulate: bool,
+) -> Result<(), KernelError> {
     let isa = Isa::selected();
-    let done = match w.store() {
+    match w.store() {
         Store::F32(p) => linear(isa, x, p, y, accumulate),
         Store::Bf16(p) => linear(isa, x, p, y, accumulate),
-    };
-    // The shapes come from the model's own matrices and activation buffers.
-    debug_assert!(done.is_ok(), "{done:?}");
+    }
 }
 
 #[cfg(test)]
@@ -51,7 +56,7 @@ mod tests {
             for dtype in [WeightDType::F32, WeightDType::Bf16] {
                 let mat = Matrix::new(n, k, &w, dtype);
                 let mut y = vec![1.0; m * n];
-                matmul(&x, &mat, &mut y, false);
+                matmul(&x, &mat, &mut y, false).unwrap();
                 let tol = if dtype == WeightDType::F32 {
                     1e-4
                 } else {
@@ -60,7 +65,7 @@ mod tests {
                 for (a, b) in y.iter().zip(&expect) {
                     assert!((a - b).abs() < tol, "{m}x{n}x{k} {dtype:?}: {a} vs {b}");
                 }
-                matmul(&x, &mat, &mut y, true);
+                matmul(&x, &mat, &mut y, true).unwrap();
                 for (a, b) in y.iter().zip(&expect) {
                     assert!(
                         (a - 2.0 * b).abs() < 2.0 * tol,
@@ -68,6 +73,21 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors_in_every_build() {
+        let w = vec![0.5f32; 6 * 4];
+        for dtype in [WeightDType::F32, WeightDType::Bf16] {
+            let mat = Matrix::new(6, 4, &w, dtype);
+            // x of 2 rows x 4, y sized for 3 rows: refused, not half-filled.
+            let mut y = vec![0.0; 3 * 6];
+            assert!(matmul(&[1.0; 8], &mat, &mut y, false).is_err());
+            // x not a whole number of rows.
+            let mut y = vec![0.0; 2 * 6];
+            assert!(matmul(&[1.0; 7], &mat, &mut y, false).is_err());
+            assert!(matmul(&[1.0; 8], &mat, &mut y, false).is_ok());
         }
     }
 }
