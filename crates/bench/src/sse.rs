@@ -60,7 +60,7 @@ impl SseParser {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Events of `stream` fed in two pieces split at `at`.
@@ -72,7 +72,8 @@ mod tests {
         out
     }
 
-    const VLLM_LIKE: &str = concat!(
+    /// A stream as vLLM sends it, with the fields and comments a parser must skip.
+    pub(crate) const VLLM_LIKE: &str = concat!(
         ": keep-alive comment\n\n",
         "data: {\"choices\":[{\"index\":0,\"text\":\"Hel\",\"finish_reason\":null}],\"usage\":null}\n\n",
         "event: message\nid: 7\nretry: 100\n",

@@ -1,16 +1,7 @@
 //! Unit tests of the load generator: stream accounting, errors, URLs, request bodies.
 
 use super::*;
-
-const VLLM_LIKE: &str = concat!(
-    ": keep-alive comment\n\n",
-    "data: {\"choices\":[{\"index\":0,\"text\":\"Hel\",\"finish_reason\":null}],\"usage\":null}\n\n",
-    "event: message\nid: 7\nretry: 100\n",
-    "data: {\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":null}]}\n\n",
-    "data: {\"choices\":[{\"index\":0,\"text\":\"lo\",\"finish_reason\":\"length\"}]}\n\n",
-    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,\"total_tokens\":8}}\n\n",
-    "data: [DONE]\n\n",
-);
+use crate::sse::tests::VLLM_LIKE;
 
 /// Feeds a whole stream to a [`Stream`], event i received at time i.
 fn follow(text: &str) -> Stream {
