@@ -4,6 +4,7 @@
 //! instead, measured and reported the same way.
 
 use crate::flags::{parse_bytes, parse_kv_dtype, parse_rates, parse_weights};
+use crate::model_file::model_or_default;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use pagedattn_bench::driver::run_policy;
@@ -90,8 +91,7 @@ pub struct ServeArgs {
     #[arg(long)]
     overlap: Option<bool>,
     /// Model for real execution: a .gguf file or a Hugging Face directory (default:
-    /// models/SmolLM2-135M-Instruct.Q4_1.gguf if present, else SmolLM2-135M's shape with
-    /// seeded random weights).
+    /// models/SmolLM2-135M-Instruct.Q4_1.gguf, fetched when missing).
     #[arg(long)]
     model: Option<PathBuf>,
     /// K/V storage type for real execution: f32, f16 or bf16 (16-bit by default, as
@@ -215,6 +215,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     } else {
         let dtype = parse_kv_dtype(&args.kv_dtype)?;
         let weights = parse_weights(&args.weights)?;
+        // Flags are checked before the model is loaded (or fetched).
+        let given_budget = args.kv_budget.as_deref().map(parse_bytes).transpose()?;
         let (model, name) = load_model(args.model.as_deref(), weights)?;
         let model = Arc::new(model);
         if args.max_model_len > model.config().max_context {
@@ -226,10 +228,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         }
         model_name = format!("{name} ({} weights, {} KV)", args.weights, args.kv_dtype);
         let per_token = model.config().kv_bytes_per_token(dtype) as u64;
-        kv_budget = args
-            .kv_budget
-            .as_deref()
-            .map_or(Ok(3 * args.max_model_len as u64 * per_token), parse_bytes)?;
+        kv_budget = given_budget.unwrap_or(3 * args.max_model_len as u64 * per_token);
         requests = args.requests.unwrap_or(DEFAULT_REAL_REQUESTS);
         for rate in &rates {
             let reqs = build_workload(args, *rate, requests, model.config().vocab_size)?;
@@ -347,26 +346,12 @@ fn write_outputs(
 /// the four default policies finish in under 5 minutes on a 2-core machine.
 const DEFAULT_REAL_REQUESTS: usize = 16;
 
-/// The real model's file, fetched by `scripts/fetch-model.sh`.
-const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-
+/// The model of a real run: `--model`, or SmolLM2-135M-Instruct, fetched when missing.
 fn load_model(path: Option<&std::path::Path>, dtype: WeightDType) -> Result<(Model, String)> {
-    let opts = LoadOptions { dtype };
-    let path = match path {
-        Some(p) => Some(p.to_path_buf()),
-        None => Some(PathBuf::from(DEFAULT_MODEL)).filter(|p| p.exists()),
-    };
-    Ok(match path {
-        Some(p) => (
-            Model::load(&p, opts).with_context(|| format!("loading {}", p.display()))?,
-            p.display().to_string(),
-        ),
-        None => (
-            Model::random_named("smollm2-135m", 0, dtype)?,
-            "smollm2-135m shape, random weights (no models/ file; see scripts/fetch-model.sh)"
-                .to_string(),
-        ),
-    })
+    let p = model_or_default(path)?;
+    let model = Model::load(&p, LoadOptions { dtype })
+        .with_context(|| format!("loading {}", p.display()))?;
+    Ok((model, p.display().to_string()))
 }
 
 fn run_all<E: pagedattn_engine::Executor>(

