@@ -218,9 +218,54 @@ impl ModelConfig {
 
     /// Reads a Hugging Face `config.json` (Llama family).
     pub fn from_hf_json(text: &str) -> Result<Self> {
-        let j: HfConfig = serde_json::from_str(text)
-            .map_err(|e| ModelError::InvalidConfig(format!("config.json: {e}")))?;
+        let err = |m: String| ModelError::InvalidConfig(format!("config.json: {m}"));
+        let bad = |m: String| Err(err(m));
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
+        let Some(obj) = v.as_object() else {
+            return bad("not a JSON object".into());
+        };
+        // serde's own type errors give a line and column only; name the field instead.
+        for (key, val) in obj {
+            let checked = match key.as_str() {
+                "num_hidden_layers"
+                | "hidden_size"
+                | "intermediate_size"
+                | "num_attention_heads"
+                | "vocab_size"
+                | "max_position_embeddings" => {
+                    serde_json::from_value::<usize>(val.clone()).map(drop)
+                }
+                "num_key_value_heads" | "head_dim" => {
+                    serde_json::from_value::<Option<usize>>(val.clone()).map(drop)
+                }
+                "rope_theta" | "rms_norm_eps" => {
+                    serde_json::from_value::<Option<f32>>(val.clone()).map(drop)
+                }
+                "tie_word_embeddings" => {
+                    serde_json::from_value::<Option<bool>>(val.clone()).map(drop)
+                }
+                _ => Ok(()),
+            };
+            checked.map_err(|e| err(format!("{key}: {e}")))?;
+        }
+        let j: HfConfig = serde_json::from_value(v).map_err(|e| err(e.to_string()))?;
         let num_kv_heads = j.num_key_value_heads.unwrap_or(j.num_attention_heads);
+        if j.head_dim.is_none()
+            && j.num_attention_heads > 0
+            && !j.hidden_size.is_multiple_of(j.num_attention_heads)
+        {
+            return bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {} (and head_dim is not given)",
+                j.hidden_size, j.num_attention_heads
+            ));
+        }
+        // JSON has no NaN or infinity, but a number too large for f32 parses as infinity.
+        if let Some(t) = j.rope_theta.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            return bad(format!("rope_theta {t} must be finite and > 0"));
+        }
+        if let Some(e) = j.rms_norm_eps.filter(|e| !(e.is_finite() && *e > 0.0)) {
+            return bad(format!("rms_norm_eps {e} must be finite and > 0"));
+        }
         let c = Self {
             num_layers: j.num_hidden_layers,
             hidden_size: j.hidden_size,

@@ -60,6 +60,14 @@ impl<'a> SafetensorsSource<'a> {
                 found: t.shape().to_vec(),
             });
         }
+        // Checked before the f32 buffer is allocated: a one-byte type would otherwise
+        // justify only a quarter of the buffer sized from its shape.
+        if !matches!(t.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(ModelError::UnsupportedTensorType {
+                name: key,
+                kind: format!("{:?}", t.dtype()),
+            });
+        }
         Ok((key, t))
     }
 }
@@ -110,6 +118,17 @@ impl Model {
         let config = ModelConfig::from_hf_json(&config_text)?;
         let bytes = read(WEIGHTS)?;
         let st = SafeTensors::deserialize(&bytes).map_err(st_err)?;
+        // Every parameter takes at least two bytes of the file (F16/BF16), so a config
+        // whose parameter count the file cannot hold is refused before anything is sized
+        // from it (a huge num_layers with tiny layers would otherwise reach an allocation).
+        let needed = config.num_params().saturating_mul(2);
+        if needed > bytes.len() {
+            return Err(ModelError::InvalidConfig(format!(
+                "{CONFIG} implies {} parameters, at least {needed} bytes, but {WEIGHTS} has {} bytes",
+                config.num_params(),
+                bytes.len()
+            )));
+        }
         let weights = Weights::load(&config, &mut SafetensorsSource(st), opts.dtype)?;
         let tok_path = dir.join(TOKENIZER);
         let tokenizer = if tok_path.exists() {
