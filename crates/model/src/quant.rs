@@ -66,13 +66,22 @@ impl GgmlType {
         }
     }
 
-    /// Bytes holding `elems` values, or `None` if `elems` is not a whole number of blocks.
+    /// Bytes holding `elems` values, or `None` if `elems` is not a whole number of blocks
+    /// or the size does not fit in `usize`.
     pub fn byte_size(self, elems: usize) -> Option<usize> {
         match self {
             Self::F32 => elems.checked_mul(4),
             Self::F16 | Self::Bf16 => elems.checked_mul(2),
-            Self::Q4_1 => elems.is_multiple_of(QK).then(|| elems / QK * 20),
-            Self::Q8_0 => elems.is_multiple_of(QK).then(|| elems / QK * 34),
+            Self::Q4_1 => elems
+                .is_multiple_of(QK)
+                .then(|| (elems / QK).checked_mul(20))
+                .flatten(),
+            // Checked: 34 bytes per 32 values can wrap to a small size that would pass the
+            // file's bounds check (found by the cargo-fuzz target).
+            Self::Q8_0 => elems
+                .is_multiple_of(QK)
+                .then(|| (elems / QK).checked_mul(34))
+                .flatten(),
         }
     }
 }
@@ -139,6 +148,20 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
 #[allow(clippy::float_cmp)] // dequantized values are exact here
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_type_sizes_that_would_overflow_are_none() {
+        // The crash input the GGUF fuzz target found: a Q8_0 tensor of ~usize::MAX / 2
+        // elements, whose byte size wrapped (a panic with overflow checks, a small
+        // bogus size without).
+        let huge = usize::MAX / QK * QK;
+        // (Q4_1's 20 bytes per 32 values cannot overflow.)
+        for kind in [GgmlType::Q8_0, GgmlType::F32, GgmlType::F16] {
+            assert_eq!(kind.byte_size(huge), None, "{kind:?}");
+        }
+        assert_eq!(GgmlType::Q8_0.byte_size(64), Some(68));
+        assert_eq!(GgmlType::Q4_1.byte_size(33), None);
+    }
 
     #[test]
     fn q4_1_block_layout() {
