@@ -158,8 +158,17 @@ impl ModelConfig {
         if self.vocab_size > u32::MAX as usize {
             return bad("vocab_size exceeds u32 token ids".into());
         }
-        if !(self.rope_theta > 0.0 && self.rms_norm_eps >= 0.0) {
-            return bad("rope_theta must be > 0 and rms_norm_eps >= 0".into());
+        // Finite and positive: a zero epsilon divides by zero on an all-zero row, and a
+        // non-finite theta or epsilon turns every activation into NaN.
+        if !(self.rope_theta.is_finite()
+            && self.rope_theta > 0.0
+            && self.rms_norm_eps.is_finite()
+            && self.rms_norm_eps > 0.0)
+        {
+            return bad(format!(
+                "rope_theta ({}) and rms_norm_eps ({}) must be finite and > 0",
+                self.rope_theta, self.rms_norm_eps
+            ));
         }
         Ok(())
     }

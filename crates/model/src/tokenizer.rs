@@ -120,9 +120,17 @@ impl Tokenizer {
     }
 
     /// Reads a Hugging Face `tokenizer.json`; EOS is `<|im_end|>` or `</s>` if present.
+    ///
+    /// A malformed file is an error: the JSON is checked first, and a panic inside the
+    /// `tokenizers` crate (some malformed sections reach an `unwrap` there) is caught and
+    /// reported as one.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
+        let bad = |e: &dyn std::fmt::Display| tok_err(format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| bad(&e))?;
+        let inner = std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>())
+            .map_err(|_| bad(&"malformed tokenizer.json (the tokenizers crate panicked on it)"))?
+            .map_err(|e| bad(&e))?;
         let eos = [IM_END, "</s>", "<|endoftext|>"]
             .iter()
             .find_map(|t| inner.token_to_id(t));
