@@ -6,78 +6,15 @@
 use pagedattn_model::gguf::{Array, GgufFile, Value};
 use pagedattn_model::ModelError;
 use proptest::prelude::*;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
-// ---- a counting allocator: live and peak bytes allocated by the thread under test ----
-
-struct Counting;
-
-/// Per thread, so that tests running in parallel do not disturb each other's counts.
-#[derive(Clone, Copy)]
-struct Count {
-    on: bool,
-    live: isize,
-    peak: isize,
-}
-
-thread_local! {
-    static COUNT: Cell<Count> = const {
-        Cell::new(Count {
-            on: false,
-            live: 0,
-            peak: 0,
-        })
-    };
-}
-
-fn add(bytes: isize) {
-    // `try_with`: the allocator may run while thread-locals are being torn down.
-    let _ = COUNT.try_with(|c| {
-        let mut n = c.get();
-        if n.on {
-            n.live += bytes;
-            n.peak = n.peak.max(n.live);
-            c.set(n);
-        }
-    });
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        add(layout.size() as isize);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        add(-(layout.size() as isize));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // Counted as a new block before the old one is freed: the worst case.
-        add(new_size as isize);
-        add(-(layout.size() as isize));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// Peak bytes allocated (beyond what was live before) while parsing `bytes`, and the result.
 fn peak_while_parsing(bytes: Vec<u8>) -> (usize, Result<GgufFile, ModelError>) {
-    let start = Count {
-        on: true,
-        live: 0,
-        peak: 0,
-    };
-    COUNT.with(|c| c.set(start));
-    let r = GgufFile::parse(bytes);
-    let end = COUNT.with(|c| c.replace(Count { on: false, ..start }));
-    (end.peak.max(0) as usize, r)
+    counting::peak_during(|| GgufFile::parse(bytes))
 }
 
 // ---- a small GGUF writer that records where each field lies ----

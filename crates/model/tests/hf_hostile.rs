@@ -12,59 +12,13 @@ use proptest::prelude::*;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{json, Value};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-// ---- peak live bytes allocated by the thread under test ----
-
-struct Counting;
-
-#[derive(Clone, Copy)]
-struct Count {
-    on: bool,
-    live: isize,
-    peak: isize,
-}
-
-thread_local! {
-    static COUNT: Cell<Count> = const { Cell::new(Count { on: false, live: 0, peak: 0 }) };
-}
-
-fn add(bytes: isize) {
-    let _ = COUNT.try_with(|c| {
-        let mut n = c.get();
-        if n.on {
-            n.live += bytes;
-            n.peak = n.peak.max(n.live);
-            c.set(n);
-        }
-    });
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        add(layout.size() as isize);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        add(-(layout.size() as isize));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        add(new_size as isize);
-        add(-(layout.size() as isize));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 // ---- the valid directory and loading a mutated copy ----
 
@@ -98,18 +52,10 @@ impl Scratch {
     fn load(&self, config: &[u8], weights: &[u8]) -> Result<Model, ModelError> {
         write(&self.0, "config.json", config);
         write(&self.0, "model.safetensors", weights);
-        let start = Count {
-            on: true,
-            live: 0,
-            peak: 0,
-        };
-        COUNT.with(|c| c.set(start));
-        let r = Model::load_hf(&self.0, LoadOptions::default());
-        let end = COUNT.with(|c| c.replace(Count { on: false, ..start }));
+        let (peak, r) = counting::peak_during(|| Model::load_hf(&self.0, LoadOptions::default()));
         // The file is read whole (1x), each matrix is filled as f32 (at most 1x more,
         // F16 doubles it) and packed (1x more); leave room for small bookkeeping.
         let bound = 8 * (config.len() + weights.len()) + (1 << 20);
-        let peak = end.peak.max(0) as usize;
         assert!(
             peak <= bound,
             "a load allocated {peak} bytes, bound {bound}"
