@@ -182,19 +182,13 @@ fn reject(s: &AppState, e: ApiError) -> Response {
 
 async fn completions(State(s): Shared, body: Result<Bytes, BytesRejection>) -> Response {
     let received = Instant::now();
-    let job = match parse::<CompletionRequest>(body).and_then(|(r, c)| completion_job(&s, r, &c)) {
-        Ok(j) => j,
-        Err(e) => return reject(&s, e),
-    };
+    let job = parse::<CompletionRequest>(body).and_then(|(r, c)| completion_job(&s, r, &c));
     run(s, job, received, Kind::Completion).await
 }
 
 async fn chat(State(s): Shared, body: Result<Bytes, BytesRejection>) -> Response {
     let received = Instant::now();
-    let job = match parse::<ChatRequest>(body).and_then(|(r, c)| chat_job(&s, r, &c)) {
-        Ok(j) => j,
-        Err(e) => return reject(&s, e),
-    };
+    let job = parse::<ChatRequest>(body).and_then(|(r, c)| chat_job(&s, r, &c));
     run(s, job, received, Kind::Chat).await
 }
 
@@ -204,10 +198,17 @@ enum Kind {
     Chat,
 }
 
-async fn run(s: Arc<AppState>, job: Job, received: Instant, kind: Kind) -> Response {
-    if let Err(e) = admit(&s) {
-        return reject(&s, e);
-    }
+/// Answers a validated job (or the validation error), after the overload check.
+async fn run(
+    s: Arc<AppState>,
+    job: Result<Job, ApiError>,
+    received: Instant,
+    kind: Kind,
+) -> Response {
+    let job = match job.and_then(|j| admit(&s).map(|()| j)) {
+        Ok(j) => j,
+        Err(e) => return reject(&s, e),
+    };
     let streams = match submit(&s, &job, received) {
         Ok(st) => st,
         Err(e) => return reject(&s, e),
