@@ -257,7 +257,17 @@ impl GgufFile {
                     r.pos
                 ))
             })?;
+        let mut names = std::collections::HashSet::with_capacity(tensors.len());
         for t in &tensors {
+            if !names.insert(t.name.as_str()) {
+                return Err(corrupt(format!("tensor {}: named twice", t.name)));
+            }
+            if !(t.offset as u64).is_multiple_of(alignment) {
+                return Err(corrupt(format!(
+                    "tensor {}: offset {} is not a multiple of general.alignment {alignment}",
+                    t.name, t.offset
+                )));
+            }
             let end = data_start
                 .checked_add(t.offset)
                 .and_then(|s| s.checked_add(t.size));

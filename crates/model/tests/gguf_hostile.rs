@@ -305,10 +305,22 @@ fn mutations_name_the_field_and_the_value() {
         (
             "tensor offset",
             1,
-            max,
-            "tensor t1: offset 18446744073709551615 (+ 16 bytes",
+            max - 31,
+            "tensor t1: offset 18446744073709551584 (+ 16 bytes",
         ),
-        ("tensor offset", 0, 33, "tensor t0: offset 33"),
+        (
+            "tensor offset",
+            1,
+            max,
+            "tensor t1: offset 18446744073709551615 is not a multiple of general.alignment 32",
+        ),
+        (
+            "tensor offset",
+            0,
+            8,
+            "tensor t0: offset 8 is not a multiple of general.alignment 32",
+        ),
+        ("tensor offset", 0, 64, "tensor t0: offset 64 (+ 24 bytes"),
         (
             "tensor type",
             0,
@@ -366,7 +378,8 @@ fn mutations_name_the_field_and_the_value() {
         ("alignment", 0, 1),
         ("alignment", 0, 16),
         ("dim", 0, 0),
-        ("tensor offset", 0, 8),
+        // Overlapping tensors: read-only views, legal (llama.cpp does not refuse them).
+        ("tensor offset", 1, 0),
     ] {
         assert_eq!(mutated(name, nth, v), "parsed", "{name} #{nth} = {v}");
     }

@@ -58,8 +58,8 @@ pub fn read_trace(path: &Path) -> Result<Lengths, WorkloadError> {
             let v = num(c)?;
             if v.fract() != 0.0 || v > MAX_TRACE_TOKENS {
                 return Err(bad(format!(
-                    "{}: {v} is not a whole number of tokens up to {MAX_TRACE_TOKENS}",
-                    header[c]
+                    "{}: {:?} is not a whole number of tokens up to {MAX_TRACE_TOKENS}",
+                    header[c], f[c]
                 )));
             }
             Ok(v as usize)
