@@ -57,6 +57,7 @@ mod kernel;
 mod linear;
 mod packed;
 mod probe;
+mod quant;
 mod reference;
 mod rows;
 mod schedule;
@@ -80,5 +81,6 @@ pub use kernel::{
 pub use linear::linear;
 pub use packed::{PackedMatrix, PANEL};
 pub use probe::{fma_peak_gflops, sum_f32};
+pub use quant::{qlinear, QuantMatrix, QuantType, QK};
 pub use reference::{reference_attention, RefSeq, RefShape};
 pub use schedule::SplitPolicy;

@@ -1,0 +1,377 @@
+//! Products on GGML's quantized blocks, never expanded in memory: `y (+)= x W^T` for a
+//! [`QuantMatrix`] (`Q4_0`, `Q4_1`, `Q8_0` rows as a GGUF file stores them). Each row of
+//! `x` is quantized to int8 per block of 32 on the fly (with the block sum the
+//! asymmetric and offset types need) and multiplied with integer dot products:
+//! AVX-512 VNNI (`vpdpbusd`) where the CPU has it, AVX2 (`vpmaddubsw`) otherwise, and a
+//! scalar path that is the specification. aarch64 runs the scalar path.
+//!
+//! - `blocks.rs`: the block layouts, dequantization, activation quantization;
+//! - `tile.rs`: the kernel over a tile of weight rows x activation rows, generic over
+//!   the integer operations, and the scalar path;
+//! - `x86.rs`: the AVX2 and VNNI operations and their `#[target_feature]` entries.
+
+mod blocks;
+mod tile;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use blocks::{QuantType, QK};
+
+use crate::error::{KernelError, Result};
+use crate::isa::Isa;
+use blocks::{dequantize, quantize_row, ActBlock};
+use rayon::prelude::*;
+use tile::Task;
+
+/// Below this many multiply-adds a call runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 16;
+
+/// A `[rows, cols]` matrix of quantized blocks, row-major, each row `cols / 32` blocks: the
+/// layout of a GGUF tensor with `cols` as its first dimension.
+#[derive(Clone)]
+pub struct QuantMatrix {
+    ty: QuantType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for QuantMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "QuantMatrix[{}x{}, {}]",
+            self.rows,
+            self.cols,
+            self.ty.name()
+        )
+    }
+}
+
+impl QuantMatrix {
+    /// Takes `data` as `rows` rows of `cols / 32` blocks of `ty`; `cols` must be a positive
+    /// multiple of 32 and `data` exactly that long.
+    pub fn new(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
+        if cols == 0 || !cols.is_multiple_of(QK) {
+            return Err(KernelError::InvalidShape(format!(
+                "{} matrix: {cols} columns is not a positive multiple of {QK}",
+                ty.name()
+            )));
+        }
+        let expected = (cols / QK)
+            .checked_mul(ty.block_bytes())
+            .and_then(|r| r.checked_mul(rows))
+            .ok_or_else(|| {
+                KernelError::InvalidShape(format!("{} matrix {rows}x{cols} overflows", ty.name()))
+            })?;
+        if data.len() != expected {
+            return Err(KernelError::LengthMismatch {
+                what: "quantized matrix bytes",
+                expected,
+                actual: data.len(),
+            });
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Quantizes row-major f32 `data` (`rows * cols`) the way GGML's reference quantizers
+    /// do: `Q8_0` `d = max|x| / 127`; `Q4_0` `d = x_absmax / -8` (signed), `q = x / d + 8`;
+    /// `Q4_1` `d = (max - min) / 15`, `m = min`. For tests and random models; files bring
+    /// their own blocks.
+    pub fn quantize(ty: QuantType, rows: usize, cols: usize, data: &[f32]) -> Result<Self> {
+        if data.len() != rows.saturating_mul(cols) {
+            return Err(KernelError::LengthMismatch {
+                what: "matrix to quantize",
+                expected: rows.saturating_mul(cols),
+                actual: data.len(),
+            });
+        }
+        if cols == 0 || !cols.is_multiple_of(QK) {
+            return Err(KernelError::InvalidShape(format!(
+                "{cols} columns is not a positive multiple of {QK}"
+            )));
+        }
+        let mut out = Vec::with_capacity(data.len() / QK * ty.block_bytes());
+        let h = |v: f32| half::f16::from_f32(v).to_le_bytes();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped first
+        for x in data.chunks_exact(QK) {
+            match ty {
+                QuantType::Q8_0 => {
+                    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    let d = amax / 127.0;
+                    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+                    out.extend_from_slice(&h(d));
+                    out.extend(
+                        x.iter().map(|v| {
+                            ((v * inv).round().clamp(-127.0, 127.0) as i8).cast_unsigned()
+                        }),
+                    );
+                }
+                QuantType::Q4_0 => {
+                    let max = x
+                        .iter()
+                        .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                    let d = max / -8.0;
+                    let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
+                    out.extend_from_slice(&h(d));
+                    let q = |v: f32| (v * inv + 8.5).clamp(0.0, 15.0) as u8;
+                    out.extend((0..QK / 2).map(|j| q(x[j]) | (q(x[j + QK / 2]) << 4)));
+                }
+                QuantType::Q4_1 => {
+                    let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let d = (max - min) / 15.0;
+                    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+                    out.extend_from_slice(&h(d));
+                    out.extend_from_slice(&h(min));
+                    let q = |v: f32| ((v - min) * inv + 0.5).clamp(0.0, 15.0) as u8;
+                    out.extend((0..QK / 2).map(|j| q(x[j]) | (q(x[j + QK / 2]) << 4)));
+                }
+            }
+        }
+        Self::new(ty, rows, cols, out)
+    }
+
+    /// Stacks matrices of one type and width (fused projections: Q, K and V rows).
+    pub fn concat(parts: &[Self]) -> Result<Self> {
+        let first = parts
+            .first()
+            .ok_or_else(|| KernelError::InvalidShape("nothing to stack".into()))?;
+        if let Some(p) = parts
+            .iter()
+            .find(|p| p.ty != first.ty || p.cols != first.cols)
+        {
+            return Err(KernelError::InvalidShape(format!(
+                "cannot stack {p:?} under {first:?}"
+            )));
+        }
+        let data = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+        Self::new(
+            first.ty,
+            parts.iter().map(|p| p.rows).sum(),
+            first.cols,
+            data,
+        )
+    }
+
+    /// The block type.
+    pub fn ty(&self) -> QuantType {
+        self.ty
+    }
+
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / QK * self.ty.block_bytes()
+    }
+
+    /// Row `r` dequantized into `out` (`cols` long).
+    pub fn row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        if r >= self.rows {
+            return Err(KernelError::InvalidShape(format!(
+                "row {r} of a {}-row matrix",
+                self.rows
+            )));
+        }
+        if out.len() != self.cols {
+            return Err(KernelError::LengthMismatch {
+                what: "dequantized row",
+                expected: self.cols,
+                actual: out.len(),
+            });
+        }
+        let rb = self.row_bytes();
+        dequantize(self.ty, &self.data[r * rb..(r + 1) * rb], out);
+        Ok(())
+    }
+}
+
+/// The integer path a call takes: chosen from the [`Isa`] and, within AVX-512, whether the
+/// CPU has VNNI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QPath {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+}
+
+impl QPath {
+    pub(crate) fn for_isa(isa: Isa) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if isa == Isa::Avx512 && Self::Vnni.is_available() {
+                return Self::Vnni;
+            }
+            if matches!(isa, Isa::Avx512 | Isa::Avx2) && Self::Avx2.is_available() {
+                return Self::Avx2;
+            }
+        }
+        let _ = isa;
+        Self::Scalar
+    }
+
+    pub(crate) fn is_available(self) -> bool {
+        match self {
+            Self::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => Isa::Avx2.is_available(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Vnni => {
+                Isa::Avx512.is_available()
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+            }
+        }
+    }
+
+    /// Every path this CPU can run.
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Self> {
+        let all = [
+            Self::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Self::Vnni,
+        ];
+        all.into_iter().filter(|p| p.is_available()).collect()
+    }
+
+    fn run(self, ty: QuantType, t: &mut Task) {
+        match self {
+            Self::Scalar => tile::run_scalar(ty, t),
+            // SAFETY: the path was checked available (callers hold a path only from
+            // `for_isa`, which checks, or from `available`).
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => unsafe { x86::run_avx2(ty, t) },
+            #[cfg(target_arch = "x86_64")]
+            Self::Vnni => unsafe { x86::run_vnni(ty, t) },
+        }
+    }
+}
+
+/// `y = x W^T`, or `y += x W^T` when `accumulate`: `x` is `[m, k]` and `y` `[m, n]`,
+/// row-major, for `W` `[n, k]` quantized; `m` follows from the lengths. Weight rows are
+/// split across the rayon pool; each task reads its rows once for all `m` rows of `x`.
+///
+/// ```
+/// use pagedattn_kernels::{qlinear, Isa, QuantMatrix, QuantType};
+/// let w: Vec<f32> = (0..64).map(|i| (i % 5) as f32 - 2.0).collect(); // 2 rows x 32
+/// let w = QuantMatrix::quantize(QuantType::Q8_0, 2, 32, &w)?;
+/// let x = [0.5f32; 32];
+/// let mut y = [0.0f32; 2];
+/// qlinear(Isa::selected(), &x, &w, &mut y, false)?;
+/// assert!((y[0] - 0.5 * (0..32).map(|i| (i % 5) as f32 - 2.0).sum::<f32>()).abs() < 0.1);
+/// # Ok::<(), pagedattn_kernels::KernelError>(())
+/// ```
+pub fn qlinear(
+    isa: Isa,
+    x: &[f32],
+    w: &QuantMatrix,
+    y: &mut [f32],
+    accumulate: bool,
+) -> Result<()> {
+    if !isa.is_available() {
+        return Err(KernelError::IsaUnavailable(isa.name()));
+    }
+    qlinear_on(QPath::for_isa(isa), x, w, y, accumulate)
+}
+
+pub(crate) fn qlinear_on(
+    path: QPath,
+    x: &[f32],
+    w: &QuantMatrix,
+    y: &mut [f32],
+    accumulate: bool,
+) -> Result<()> {
+    let (n, k) = (w.rows, w.cols);
+    if !x.len().is_multiple_of(k) {
+        return Err(KernelError::LengthMismatch {
+            what: "qlinear x",
+            expected: x.len() / k * k,
+            actual: x.len(),
+        });
+    }
+    let m = x.len() / k;
+    if y.len() != m * n {
+        return Err(KernelError::LengthMismatch {
+            what: "qlinear y",
+            expected: m * n,
+            actual: y.len(),
+        });
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let nb = k / QK;
+    let mut xa = vec![ActBlock::default(); m * nb];
+    for (row, blocks) in x.chunks_exact(k).zip(xa.chunks_exact_mut(nb)) {
+        quantize_row(row, blocks);
+    }
+    let rb = w.row_bytes();
+    let threads = rayon::current_num_threads();
+    if threads == 1 || m * n * k < PARALLEL_MIN_MACS {
+        let mut out: Vec<&mut [f32]> = y.chunks_exact_mut(n).collect();
+        path.run(
+            w.ty,
+            &mut Task {
+                w: &w.data,
+                n,
+                nb,
+                x: &xa,
+                out: &mut out,
+                accumulate,
+            },
+        );
+        return Ok(());
+    }
+    // Whole groups of 4 weight rows per task, a few tasks per thread so a slow thread does
+    // not hold the call.
+    let chunk = n.div_ceil(threads * 2).next_multiple_of(4);
+    let tasks = n.div_ceil(chunk);
+    let mut cols: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
+    for row in y.chunks_exact_mut(n) {
+        for (c, part) in row.chunks_mut(chunk).enumerate() {
+            cols[c].push(part);
+        }
+    }
+    cols.par_iter_mut().enumerate().for_each(|(c, out)| {
+        let rows = out[0].len();
+        let start = c * chunk;
+        path.run(
+            w.ty,
+            &mut Task {
+                w: &w.data[start * rb..(start + rows) * rb],
+                n: rows,
+                nb,
+                x: &xa,
+                out,
+                accumulate,
+            },
+        );
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
