@@ -98,8 +98,9 @@ pub struct ServeArgs {
     /// serving engines store K/V in the model's 16-bit type).
     #[arg(long, default_value = "bf16")]
     kv_dtype: String,
-    /// Weight type for real execution: f32 or bf16 (products always accumulate in f32).
-    #[arg(long, default_value = "bf16")]
+    /// Weight type for real execution: native (a GGUF file's quantized blocks, multiplied
+    /// with int8 activations; other matrices bf16), bf16 or f32.
+    #[arg(long, default_value = "native")]
     weights: String,
     /// Free blocks kept per running sequence when admitting (paged), until the first
     /// request finishes (default 12).

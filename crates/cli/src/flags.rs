@@ -45,12 +45,13 @@ pub fn parse_kv_dtype(s: &str) -> Result<DType> {
     })
 }
 
-/// `--weights`: f32 or bf16.
+/// `--weights`: native (the file's quantized blocks), bf16 or f32.
 pub fn parse_weights(s: &str) -> Result<WeightDType> {
     Ok(match s {
+        "native" => WeightDType::Native,
         "f32" => WeightDType::F32,
         "bf16" => WeightDType::Bf16,
-        d => bail!("--weights must be f32 or bf16, not {d:?}"),
+        d => bail!("--weights must be native, bf16 or f32, not {d:?}"),
     })
 }
 

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use pagedattn_engine::{Engine, EngineConfig, KvPolicy, ModelExecutor, Request, SamplingParams};
 use pagedattn_kernels::DType;
-use pagedattn_model::{LoadOptions, Model, TokenStream, WeightDType};
+use pagedattn_model::{LoadOptions, Model, TokenStream};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,9 +42,9 @@ pub struct GenerateArgs {
     /// RNG seed for sampling (prompt i uses seed + i).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Keep weights in bf16 instead of f32 (half the memory).
-    #[arg(long)]
-    pub bf16: bool,
+    /// Weights: native (a GGUF file's quantized blocks; other matrices bf16), bf16 or f32.
+    #[arg(long, default_value = "native")]
+    pub weights: String,
     /// KV cache budget in MiB.
     #[arg(long, default_value_t = 256)]
     pub kv_mib: u64,
@@ -68,11 +68,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("give at least one --prompt or a --prompts-file");
     }
-    let dtype = if args.bf16 {
-        WeightDType::Bf16
-    } else {
-        WeightDType::F32
-    };
+    let dtype = crate::flags::parse_weights(&args.weights)?;
     let t_load = Instant::now();
     let model = Model::load(&args.model, LoadOptions { dtype })
         .map_err(|e| anyhow!("cannot load model {}: {e}", args.model.display()))?;

@@ -7,6 +7,7 @@ mod flags;
 mod generate;
 mod machine;
 mod model_file;
+mod perplexity;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ enum Command {
     },
     /// Generate text with a model (streams tokens to stdout).
     Generate(generate::GenerateArgs),
+    /// Perplexity of a model on a text file, by llama.cpp's method (windows of --ctx
+    /// tokens, the second half of each scored).
+    Perplexity(perplexity::PerplexityArgs),
     /// Serve a model over HTTP: an OpenAI-compatible API (completions, chat, streaming),
     /// /health and /metrics.
     Serve(serve::ServeArgs),
@@ -59,7 +63,8 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Benchmarks exit 2 on bad input, like a bad flag; generation exits 1 on any failure.
+    // Benchmarks exit 2 on bad input, like a bad flag; generation, perplexity and serving
+    // exit 1 on any failure.
     let (result, code) = match &cli.command {
         Command::Bench { which } => (
             match which {
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
             2,
         ),
         Command::Generate(args) => (generate::run(args), 1),
+        Command::Perplexity(args) => (perplexity::run(args), 1),
         Command::Serve(args) => {
             init_logging();
             (serve::run(args), 1)

@@ -42,8 +42,8 @@ pub struct ServeArgs {
     /// K/V storage: bf16, f16 or f32.
     #[arg(long, default_value = "bf16")]
     kv_dtype: String,
-    /// Weights: bf16 or f32.
-    #[arg(long, default_value = "bf16")]
+    /// Weights: native (a GGUF file's quantized blocks; other matrices bf16), bf16 or f32.
+    #[arg(long, default_value = "native")]
     weights: String,
     /// Reuse the K/V of prompt prefixes seen before.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

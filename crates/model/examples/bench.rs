@@ -2,7 +2,7 @@
 //! decode at contexts of 128 and 1024, through the paged KV cache (blocks of 16, f32).
 //!
 //! ```sh
-//! cargo run --release -p pagedattn-model --example bench -- [MODEL.gguf | --random NAME] [--bf16]
+//! cargo run --release -p pagedattn-model --example bench -- [MODEL.gguf | --random NAME] [--bf16 | --native]
 //! ```
 //! Without arguments it uses `models/SmolLM2-135M-Instruct.Q4_1.gguf`. Prints tokens/s
 //! (median of several runs), batched decode of 8 and 32 sequences, and the process's peak
@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dtype = if args.iter().any(|a| a == "--bf16") {
         WeightDType::Bf16
+    } else if args.iter().any(|a| a == "--native") {
+        WeightDType::Native
     } else {
         WeightDType::F32
     };

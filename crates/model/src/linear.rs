@@ -4,7 +4,7 @@
 //! across the rayon pool).
 
 use crate::weights::{Matrix, Store};
-use pagedattn_kernels::{linear, Isa, KernelError};
+use pagedattn_kernels::{linear, qlinear, Isa, KernelError};
 
 /// `y = x W^T` (or `y += x W^T` when `accumulate`), `x: [m, w.cols]`, `y: [m, w.rows]`.
 /// Mismatched shapes are an error in every build (a release build must not return a
@@ -19,6 +19,7 @@ pub(crate) fn matmul(
     match w.store() {
         Store::F32(p) => linear(isa, x, p, y, accumulate),
         Store::Bf16(p) => linear(isa, x, p, y, accumulate),
+        Store::Quant(q) => qlinear(isa, x, q, y, accumulate),
     }
 }
 

@@ -1,11 +1,12 @@
 //! GGML element types and their dequantization to f32.
 //!
-//! Quantized types store 32 values per block with an f16 scale: `Q8_0` is `d, q[32]` with
-//! value `d * q` (34 bytes); `Q4_1` is `d, m, nibbles[16]` with value `d * q + m`, low
-//! nibbles holding values 0..16 and high nibbles 16..32 (20 bytes).
+//! Quantized types store 32 values per block with an f16 scale (`Q4_0`, `Q4_1`, `Q8_0`);
+//! their layouts and dequantization live with the products that read them
+//! ([`pagedattn_kernels::QuantType`]).
 
 use crate::error::{ModelError, Result};
 use half::f16;
+use pagedattn_kernels::{dequantize_blocks, QuantType};
 use rayon::prelude::*;
 
 /// Blocks per rayon task when dequantizing.
@@ -21,6 +22,8 @@ pub enum GgmlType {
     F32,
     /// IEEE half.
     F16,
+    /// 4-bit with per-block scale, offset 8.
+    Q4_0,
     /// 4-bit with per-block scale and minimum.
     Q4_1,
     /// 8-bit with per-block scale.
@@ -35,6 +38,7 @@ impl GgmlType {
         Some(match id {
             0 => Self::F32,
             1 => Self::F16,
+            2 => Self::Q4_0,
             3 => Self::Q4_1,
             8 => Self::Q8_0,
             30 => Self::Bf16,
@@ -60,6 +64,7 @@ impl GgmlType {
         match self {
             Self::F32 => "F32",
             Self::F16 => "F16",
+            Self::Q4_0 => "Q4_0",
             Self::Q4_1 => "Q4_1",
             Self::Q8_0 => "Q8_0",
             Self::Bf16 => "BF16",
@@ -72,6 +77,10 @@ impl GgmlType {
         match self {
             Self::F32 => elems.checked_mul(4),
             Self::F16 | Self::Bf16 => elems.checked_mul(2),
+            Self::Q4_0 => elems
+                .is_multiple_of(QK)
+                .then(|| (elems / QK).checked_mul(18))
+                .flatten(),
             Self::Q4_1 => elems
                 .is_multiple_of(QK)
                 .then(|| (elems / QK).checked_mul(20))
@@ -101,47 +110,41 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let (block_bytes, block_elems) = match kind {
         GgmlType::F32 => (4, 1),
         GgmlType::F16 | GgmlType::Bf16 => (2, 1),
+        GgmlType::Q4_0 => (18, QK),
         GgmlType::Q4_1 => (20, QK),
         GgmlType::Q8_0 => (34, QK),
     };
     out.par_chunks_mut(block_elems * BLOCKS_PER_TASK)
         .zip(bytes.par_chunks(block_bytes * BLOCKS_PER_TASK))
-        .for_each(|(o, b)| match kind {
+        .try_for_each(|(o, b)| match kind {
             GgmlType::F32 => {
                 for (x, c) in o.iter_mut().zip(b.chunks_exact(4)) {
                     *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 }
+                Ok(())
             }
             GgmlType::F16 => {
                 for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
                     *x = f16::from_le_bytes([c[0], c[1]]).to_f32();
                 }
+                Ok(())
             }
             GgmlType::Bf16 => {
                 for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
                     *x = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
                 }
+                Ok(())
             }
-            GgmlType::Q4_1 => {
-                for (x, c) in o.chunks_exact_mut(QK).zip(b.chunks_exact(20)) {
-                    let d = f16::from_le_bytes([c[0], c[1]]).to_f32();
-                    let m = f16::from_le_bytes([c[2], c[3]]).to_f32();
-                    for (j, &q) in c[4..20].iter().enumerate() {
-                        x[j] = f32::from(q & 0x0f) * d + m;
-                        x[j + QK / 2] = f32::from(q >> 4) * d + m;
-                    }
-                }
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => {
+                let ty = match kind {
+                    GgmlType::Q4_0 => QuantType::Q4_0,
+                    GgmlType::Q4_1 => QuantType::Q4_1,
+                    _ => QuantType::Q8_0,
+                };
+                // Whole blocks of the checked total: the lengths agree.
+                dequantize_blocks(ty, b, o).map_err(ModelError::Kernel)
             }
-            GgmlType::Q8_0 => {
-                for (x, c) in o.chunks_exact_mut(QK).zip(b.chunks_exact(34)) {
-                    let d = f16::from_le_bytes([c[0], c[1]]).to_f32();
-                    for (xi, &q) in x.iter_mut().zip(&c[2..34]) {
-                        *xi = f32::from(q as i8) * d;
-                    }
-                }
-            }
-        });
-    Ok(())
+        })
 }
 
 #[cfg(test)]

@@ -1,27 +1,45 @@
-//! The weights of a decoder, held dequantized (f32, or bf16 when asked), with Q/K/V fused
-//! into one matrix and gate/up into another so each becomes one matrix product.
+//! The weights of a decoder, with Q/K/V fused into one matrix and gate/up into another so
+//! each becomes one matrix product. Held as the file's own quantized blocks
+//! ([`WeightDType::Native`]) or dequantized to f32 or bf16.
 //!
 //! Every format (GGUF, safetensors, random) is a [`TensorSource`] that fills a tensor,
-//! named by a format-neutral [`TensorName`], into an f32 buffer of the expected shape.
+//! named by a format-neutral [`TensorName`], into an f32 buffer of the expected shape, and
+//! may hand over its quantized blocks as they are stored.
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::quant::dequantize;
+use crate::quant::{dequantize, GgmlType};
 use half::bf16;
-use pagedattn_kernels::PackedMatrix;
+use pagedattn_kernels::{PackedMatrix, QuantMatrix, QuantType};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use LayerTensor as T;
 
 /// Element type weights are kept in after loading.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WeightDType {
-    /// 32-bit floats: exact dequantization, fastest matrix products.
+    /// 32-bit floats: exact dequantization.
     #[default]
     F32,
     /// bfloat16: half the memory; products widen tiles to f32 on the fly.
     Bf16,
+    /// The file's own types: quantized matrices (`Q4_0`, `Q4_1`, `Q8_0`) stay as their
+    /// blocks and are multiplied with int8 activations; other matrices (16/32-bit, or a
+    /// fused projection whose parts have different types) are held as bf16.
+    Native,
+}
+
+impl WeightDType {
+    /// The name the command line uses.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::Native => "native",
+        }
+    }
 }
 
 /// A `[rows, cols]` matrix; linear layers are `[out, in]`, as in PyTorch. Held packed in
@@ -35,16 +53,18 @@ pub struct Matrix {
 pub(crate) enum Store {
     F32(PackedMatrix<f32>),
     Bf16(PackedMatrix<bf16>),
+    Quant(QuantMatrix),
 }
 
 impl std::fmt::Debug for Matrix {
     // The values would be megabytes of output; the shape and type say what it is.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dtype = match self.store {
-            Store::F32(_) => WeightDType::F32,
-            Store::Bf16(_) => WeightDType::Bf16,
+        let dtype = match &self.store {
+            Store::F32(_) => "f32",
+            Store::Bf16(_) => "bf16",
+            Store::Quant(q) => q.ty().name(),
         };
-        write!(f, "Matrix[{}x{}, {dtype:?}]", self.rows(), self.cols())
+        write!(f, "Matrix[{}x{}, {dtype}]", self.rows(), self.cols())
     }
 }
 
@@ -56,9 +76,18 @@ impl Matrix {
         assert!(cols > 0 && data.len() == rows * cols, "matrix shape");
         let store = match dtype {
             WeightDType::F32 => Store::F32(PackedMatrix::pack(data, cols).expect(CHECKED)),
-            WeightDType::Bf16 => Store::Bf16(PackedMatrix::from_f32(data, cols).expect(CHECKED)),
+            WeightDType::Bf16 | WeightDType::Native => {
+                Store::Bf16(PackedMatrix::from_f32(data, cols).expect(CHECKED))
+            }
         };
         Self { store }
+    }
+
+    /// A matrix of quantized blocks, multiplied as they are.
+    pub(crate) fn quantized(q: QuantMatrix) -> Self {
+        Self {
+            store: Store::Quant(q),
+        }
     }
 
     /// Rows (output features).
@@ -66,6 +95,7 @@ impl Matrix {
         match &self.store {
             Store::F32(p) => p.rows(),
             Store::Bf16(p) => p.rows(),
+            Store::Quant(q) => q.rows(),
         }
     }
 
@@ -74,6 +104,7 @@ impl Matrix {
         match &self.store {
             Store::F32(p) => p.cols(),
             Store::Bf16(p) => p.cols(),
+            Store::Quant(q) => q.cols(),
         }
     }
 
@@ -86,6 +117,7 @@ impl Matrix {
         match &self.store {
             Store::F32(p) => p.bytes(),
             Store::Bf16(p) => p.bytes(),
+            Store::Quant(q) => q.bytes(),
         }
     }
 
@@ -95,6 +127,7 @@ impl Matrix {
         let done = match &self.store {
             Store::F32(p) => p.row_into(r, out),
             Store::Bf16(p) => p.row_into(r, out),
+            Store::Quant(q) => q.row_into(r, out),
         };
         assert!(done.is_ok(), "{done:?}");
     }
@@ -154,6 +187,12 @@ pub trait TensorSource {
 
     /// Fills `out` with the tensor, which must have `shape`.
     fn fill(&mut self, name: TensorName, shape: &[usize], out: &mut [f32]) -> Result<()>;
+
+    /// The tensor's quantized blocks as stored (row-major `[rows, cols / 32]` blocks), if
+    /// it is held in a type the products read directly (`shape` checked first).
+    fn blocks(&self, _name: TensorName, _shape: &[usize]) -> Result<Option<(QuantType, Vec<u8>)>> {
+        Ok(None)
+    }
 }
 
 /// Per-layer weights.
@@ -192,6 +231,25 @@ impl Weights {
          -> Result<Matrix> {
             for &(name, r) in parts {
                 src.check(name, &[r, cols])?;
+            }
+            if dtype == WeightDType::Native {
+                // The parts' blocks stacked, if every part is stored in one quantized type.
+                let mut stacked: Option<(QuantType, Vec<u8>)> = None;
+                let mut all = true;
+                for &(name, r) in parts {
+                    match (src.blocks(name, &[r, cols])?, &mut stacked) {
+                        (Some((ty, b)), None) => stacked = Some((ty, b)),
+                        (Some((ty, b)), Some((t0, acc))) if ty == *t0 => acc.extend_from_slice(&b),
+                        _ => {
+                            all = false;
+                            break;
+                        }
+                    }
+                }
+                if let (true, Some((ty, bytes))) = (all, stacked) {
+                    let rows = parts.iter().map(|p| p.1).sum();
+                    return Ok(Matrix::quantized(QuantMatrix::new(ty, rows, cols, &bytes)?));
+                }
             }
             let rows: usize = parts.iter().map(|p| p.1).sum();
             let mut data = vec![0.0; rows * cols];
@@ -295,6 +353,17 @@ impl TensorSource for GgufSource<'_> {
     fn fill(&mut self, name: TensorName, shape: &[usize], out: &mut [f32]) -> Result<()> {
         let t = self.find(name, shape)?;
         dequantize(t.kind, self.0.tensor_bytes(t), out)
+    }
+
+    fn blocks(&self, name: TensorName, shape: &[usize]) -> Result<Option<(QuantType, Vec<u8>)>> {
+        let t = self.find(name, shape)?;
+        let ty = match t.kind {
+            GgmlType::Q4_0 => QuantType::Q4_0,
+            GgmlType::Q4_1 => QuantType::Q4_1,
+            GgmlType::Q8_0 => QuantType::Q8_0,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 => return Ok(None),
+        };
+        Ok(Some((ty, self.0.tensor_bytes(t).to_vec())))
     }
 }
 

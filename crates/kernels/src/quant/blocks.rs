@@ -8,6 +8,14 @@
 //!
 //! In the 4-bit types the low nibble of byte `j` is value `j` and the high nibble value
 //! `j + 16`.
+//!
+//! For the products, rows are regrouped by eight ([`pack`]): per group and block position,
+//! the eight scales (f16), the eight minimums (`Q4_1`), then the quantized bytes in loads
+//! of 32: load `c` holds bytes `4c..4c + 4` of each of the eight rows in turn. One 32-byte
+//! load then puts a row in each 32-bit lane, so a dot-product instruction with four
+//! activation bytes broadcast to every lane sums eight rows at once; in the 4-bit types
+//! load `c`'s low nibbles are values `4c..4c + 4` and its high nibbles `16 + 4c..`, i.e.
+//! chunk `c + 4`. The same bytes as the file, in another order (padding rows are zeros).
 
 use half::f16;
 
@@ -89,13 +97,14 @@ pub(crate) fn dequantize(ty: QuantType, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// One block of an activation row quantized to int8: value `d * q[j]`, and `s = d * sum(q)`
-/// (the term the asymmetric and offset weight types need).
+/// One block of an activation row quantized to int8: value `d * q[j]`, `qsum = sum(q)` and
+/// `s = d * qsum` (the terms the asymmetric and offset weight types need).
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(8))]
 pub(crate) struct ActBlock {
     pub d: f32,
     pub s: f32,
+    pub qsum: i32,
     pub q: [i8; QK],
 }
 
@@ -110,6 +119,7 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
             *b = ActBlock {
                 d: f32::NAN,
                 s: f32::NAN,
+                qsum: 0,
                 q: [0; QK],
             };
             continue;
@@ -125,9 +135,76 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
             sum += i32::from(r);
         }
         b.d = d;
+        b.qsum = sum;
         #[allow(clippy::cast_precision_loss)] // |sum| <= 32 * 127
         {
             b.s = d * sum as f32;
         }
     }
+}
+
+/// Rows per packed group.
+pub(crate) const GROUP: usize = 8;
+
+/// Bytes of one packed group at one block position.
+pub(crate) const fn group_block_bytes(ty: QuantType) -> usize {
+    GROUP * ty.block_bytes()
+}
+
+/// Bytes of quantized values per block of one row.
+const fn qs_bytes(ty: QuantType) -> usize {
+    match ty {
+        QuantType::Q4_0 | QuantType::Q4_1 => QK / 2,
+        QuantType::Q8_0 => QK,
+    }
+}
+
+/// Regroups `rows` rows of `nb` GGML blocks (`data`, the file's layout) into groups of
+/// eight rows (the last padded with zero rows), as the module docs describe.
+pub(crate) fn pack(ty: QuantType, rows: usize, nb: usize, data: &[u8]) -> Vec<u8> {
+    let bb = ty.block_bytes();
+    let gbb = group_block_bytes(ty);
+    let groups = rows.div_ceil(GROUP);
+    let mut out = vec![0u8; groups * nb * gbb];
+    for r in 0..rows {
+        let (g, j) = (r / GROUP, r % GROUP);
+        for b in 0..nb {
+            let src = &data[(r * nb + b) * bb..(r * nb + b + 1) * bb];
+            let dst = &mut out[(g * nb + b) * gbb..(g * nb + b + 1) * gbb];
+            dst[2 * j..2 * j + 2].copy_from_slice(&src[..2]);
+            let mut at = 2 * GROUP;
+            if ty == QuantType::Q4_1 {
+                dst[at + 2 * j..at + 2 * j + 2].copy_from_slice(&src[2..4]);
+                at += 2 * GROUP;
+            }
+            let qs = &src[ty.qs_offset()..];
+            for i in 0..qs_bytes(ty) {
+                dst[at + (i / 4) * 32 + j * 4 + i % 4] = qs[i];
+            }
+        }
+    }
+    out
+}
+
+/// Row `r`'s blocks in the file's layout, recovered from packed groups.
+pub(crate) fn unpack_row(ty: QuantType, nb: usize, packed: &[u8], r: usize) -> Vec<u8> {
+    let bb = ty.block_bytes();
+    let gbb = group_block_bytes(ty);
+    let (g, j) = (r / GROUP, r % GROUP);
+    let mut out = vec![0u8; nb * bb];
+    for b in 0..nb {
+        let src = &packed[(g * nb + b) * gbb..(g * nb + b + 1) * gbb];
+        let dst = &mut out[b * bb..(b + 1) * bb];
+        dst[..2].copy_from_slice(&src[2 * j..2 * j + 2]);
+        let mut at = 2 * GROUP;
+        if ty == QuantType::Q4_1 {
+            dst[2..4].copy_from_slice(&src[at + 2 * j..at + 2 * j + 2]);
+            at += 2 * GROUP;
+        }
+        let off = ty.qs_offset();
+        for i in 0..qs_bytes(ty) {
+            dst[off + i] = src[at + (i / 4) * 32 + j * 4 + i % 4];
+        }
+    }
+    out
 }

@@ -19,20 +19,22 @@ pub use blocks::{QuantType, QK};
 
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
-use blocks::{dequantize, quantize_row, ActBlock};
+use blocks::{dequantize, group_block_bytes, pack, quantize_row, unpack_row, ActBlock, GROUP};
 use rayon::prelude::*;
 use tile::Task;
 
 /// Below this many multiply-adds a call runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 16;
 
-/// A `[rows, cols]` matrix of quantized blocks, row-major, each row `cols / 32` blocks: the
-/// layout of a GGUF tensor with `cols` as its first dimension.
+/// A `[rows, cols]` matrix of quantized blocks. Made from the layout of a GGUF tensor
+/// (row-major, each row `cols / 32` blocks, `cols` its first dimension) and held with its
+/// rows regrouped by eight for the products: the same bytes in another order (`blocks.rs`).
 #[derive(Clone)]
 pub struct QuantMatrix {
     ty: QuantType,
     rows: usize,
     cols: usize,
+    /// Packed groups of eight rows.
     data: Vec<u8>,
 }
 
@@ -49,9 +51,9 @@ impl std::fmt::Debug for QuantMatrix {
 }
 
 impl QuantMatrix {
-    /// Takes `data` as `rows` rows of `cols / 32` blocks of `ty`; `cols` must be a positive
-    /// multiple of 32 and `data` exactly that long.
-    pub fn new(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
+    /// Takes `data` as `rows` rows of `cols / 32` blocks of `ty` (the file's layout); `cols`
+    /// must be a positive multiple of 32 and `data` exactly that long.
+    pub fn new(ty: QuantType, rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
         if cols == 0 || !cols.is_multiple_of(QK) {
             return Err(KernelError::InvalidShape(format!(
                 "{} matrix: {cols} columns is not a positive multiple of {QK}",
@@ -75,7 +77,7 @@ impl QuantMatrix {
             ty,
             rows,
             cols,
-            data,
+            data: pack(ty, rows, cols / QK, data),
         })
     }
 
@@ -134,29 +136,7 @@ impl QuantMatrix {
                 }
             }
         }
-        Self::new(ty, rows, cols, out)
-    }
-
-    /// Stacks matrices of one type and width (fused projections: Q, K and V rows).
-    pub fn concat(parts: &[Self]) -> Result<Self> {
-        let first = parts
-            .first()
-            .ok_or_else(|| KernelError::InvalidShape("nothing to stack".into()))?;
-        if let Some(p) = parts
-            .iter()
-            .find(|p| p.ty != first.ty || p.cols != first.cols)
-        {
-            return Err(KernelError::InvalidShape(format!(
-                "cannot stack {p:?} under {first:?}"
-            )));
-        }
-        let data = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
-        Self::new(
-            first.ty,
-            parts.iter().map(|p| p.rows).sum(),
-            first.cols,
-            data,
-        )
+        Self::new(ty, rows, cols, &out)
     }
 
     /// The block type.
@@ -179,10 +159,6 @@ impl QuantMatrix {
         self.data.len()
     }
 
-    fn row_bytes(&self) -> usize {
-        self.cols / QK * self.ty.block_bytes()
-    }
-
     /// Row `r` dequantized into `out` (`cols` long).
     pub fn row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
         if r >= self.rows {
@@ -198,10 +174,27 @@ impl QuantMatrix {
                 actual: out.len(),
             });
         }
-        let rb = self.row_bytes();
-        dequantize(self.ty, &self.data[r * rb..(r + 1) * rb], out);
+        dequantize(
+            self.ty,
+            &unpack_row(self.ty, self.cols / QK, &self.data, r),
+            out,
+        );
         Ok(())
     }
+}
+
+/// Dequantizes `bytes`, whole blocks of `ty`, into `out` (`out.len() / 32` blocks).
+pub fn dequantize_blocks(ty: QuantType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    let blocks = out.len() / QK;
+    if !out.len().is_multiple_of(QK) || Some(bytes.len()) != blocks.checked_mul(ty.block_bytes()) {
+        return Err(KernelError::LengthMismatch {
+            what: "quantized blocks",
+            expected: blocks.saturating_mul(ty.block_bytes()),
+            actual: bytes.len(),
+        });
+    }
+    dequantize(ty, bytes, out);
+    Ok(())
 }
 
 /// The integer path a call takes: chosen from the [`Isa`] and, within AVX-512, whether the
@@ -328,7 +321,7 @@ pub(crate) fn qlinear_on(
     for (row, blocks) in x.chunks_exact(k).zip(xa.chunks_exact_mut(nb)) {
         quantize_row(row, blocks);
     }
-    let rb = w.row_bytes();
+    let gb = nb * group_block_bytes(w.ty);
     let threads = rayon::current_num_threads();
     if threads == 1 || m * n * k < PARALLEL_MIN_MACS {
         let mut out: Vec<&mut [f32]> = y.chunks_exact_mut(n).collect();
@@ -345,9 +338,9 @@ pub(crate) fn qlinear_on(
         );
         return Ok(());
     }
-    // Whole groups of 4 weight rows per task, a few tasks per thread so a slow thread does
+    // Whole groups of eight rows per task, a few tasks per thread so a slow thread does
     // not hold the call.
-    let chunk = n.div_ceil(threads * 2).next_multiple_of(4);
+    let chunk = n.div_ceil(GROUP).div_ceil(threads * 2) * GROUP;
     let tasks = n.div_ceil(chunk);
     let mut cols: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
     for row in y.chunks_exact_mut(n) {
@@ -357,11 +350,11 @@ pub(crate) fn qlinear_on(
     }
     cols.par_iter_mut().enumerate().for_each(|(c, out)| {
         let rows = out[0].len();
-        let start = c * chunk;
+        let g0 = c * chunk / GROUP;
         path.run(
             w.ty,
             &mut Task {
-                w: &w.data[start * rb..(start + rows) * rb],
+                w: &w.data[g0 * gb..(g0 + rows.div_ceil(GROUP)) * gb],
                 n: rows,
                 nb,
                 x: &xa,

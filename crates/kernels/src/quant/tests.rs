@@ -1,5 +1,5 @@
 #![allow(clippy::needless_range_loop)] // block layouts are clearest by index
-use super::blocks::{dequantize, quantize_row, ActBlock};
+use super::blocks::{dequantize, pack, quantize_row, unpack_row, ActBlock};
 use super::*;
 
 fn data(len: usize, seed: u64) -> Vec<f32> {
@@ -210,20 +210,14 @@ fn quantizing_round_trips_within_half_a_step() {
 
 #[test]
 fn bad_shapes_and_lengths_are_errors() {
-    assert!(QuantMatrix::new(QuantType::Q4_1, 2, 33, vec![0; 40]).is_err());
-    assert!(QuantMatrix::new(QuantType::Q4_1, 2, 32, vec![0; 39]).is_err());
-    assert!(QuantMatrix::new(QuantType::Q8_0, usize::MAX, 64, vec![]).is_err());
-    let w = QuantMatrix::new(QuantType::Q4_1, 2, 32, vec![0; 40]).unwrap();
+    assert!(QuantMatrix::new(QuantType::Q4_1, 2, 33, &[0; 40]).is_err());
+    assert!(QuantMatrix::new(QuantType::Q4_1, 2, 32, &[0; 39]).is_err());
+    assert!(QuantMatrix::new(QuantType::Q8_0, usize::MAX, 64, &[]).is_err());
+    let w = QuantMatrix::new(QuantType::Q4_1, 2, 32, &[0; 40]).unwrap();
     let mut y = vec![0.0; 3];
     assert!(qlinear(Isa::Scalar, &[0.0; 64], &w, &mut y, false).is_err());
     assert!(qlinear(Isa::Scalar, &[0.0; 33], &w, &mut y, false).is_err());
     assert!(w.row_into(2, &mut [0.0; 32]).is_err());
-    assert!(QuantMatrix::concat(&[
-        w.clone(),
-        QuantMatrix::quantize(QuantType::Q8_0, 1, 32, &[0.0; 32]).unwrap()
-    ])
-    .is_err());
-    assert_eq!(QuantMatrix::concat(&[w.clone(), w]).unwrap().rows(), 4);
 }
 
 #[test]
@@ -235,5 +229,24 @@ fn a_non_finite_activation_gives_nan_not_garbage() {
         let mut y = [0.0; 2];
         qlinear_on(path, &x, &w, &mut y, false).unwrap();
         assert!(y.iter().all(|v| v.is_nan()), "{path:?}: {y:?}");
+    }
+}
+
+#[test]
+fn packing_keeps_every_byte_and_unpacks_to_the_file_layout() {
+    for ty in TYPES {
+        for rows in [1, 7, 8, 9, 17] {
+            let nb = 3;
+            let file: Vec<u8> = (0..rows * nb * ty.block_bytes())
+                .map(|i| u8::try_from(i * 31 % 251).unwrap())
+                .collect();
+            let packed = pack(ty, rows, nb, &file);
+            assert_eq!(packed.len(), rows.div_ceil(8) * 8 * nb * ty.block_bytes());
+            for r in 0..rows {
+                let row = unpack_row(ty, nb, &packed, r);
+                let bb = nb * ty.block_bytes();
+                assert_eq!(row, file[r * bb..(r + 1) * bb], "{ty:?} row {r} of {rows}");
+            }
+        }
     }
 }

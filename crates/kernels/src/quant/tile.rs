@@ -1,15 +1,16 @@
-//! The product kernel, written once over [`QLanes`] (the handful of integer-vector
-//! operations it needs) and compiled per instruction set in `x86.rs` / here for the
-//! scalar path.
+//! The product kernel, written once over [`QLanes`] (the integer and float operations it
+//! needs on eight 32-bit lanes) and compiled per instruction set in `x86.rs`, and here for
+//! the scalar path, which is the specification.
 //!
-//! A tile is `RW` weight rows by `RX` activation rows. For each block position the `RW`
-//! weight blocks are decoded once into registers and multiplied with the block of each of
-//! the `RX` activation rows, so a weight byte is read from memory once per call and
-//! decoded once per `RX` rows; the integer sums of a block are scaled by `d_w * d_x` and
-//! added to f32 accumulators, and the minimum / offset term `m_w * s_x` is added
-//! separately.
+//! A tile is one packed group of eight weight rows by `RX` activation rows. At each block
+//! position the group's quantized bytes are loaded (and split into nibbles) once, then for
+//! each activation row eight dot-product steps — four activation bytes broadcast against a
+//! row per lane — leave the eight rows' integer block sums in the eight lanes, which are
+//! scaled by the rows' `d` (a vector) and the activation's `d` and added to f32
+//! accumulators, with the minimum / offset term of the 4-bit types. The finished lanes are
+//! eight outputs: no horizontal sums.
 
-use super::blocks::{ActBlock, QuantType, QK};
+use super::blocks::{group_block_bytes, ActBlock, QuantType, GROUP, QK};
 
 /// The weight type as a const parameter, so the per-type branches fold away.
 pub(crate) const T_Q4_0: u8 = 0;
@@ -24,32 +25,45 @@ pub(crate) const fn type_code(ty: QuantType) -> u8 {
     }
 }
 
-/// Integer-vector operations over one block of 32 values.
-pub(crate) trait QLanes: Copy {
-    /// f32 accumulator.
-    type Acc: Copy;
-    /// A decoded weight block.
-    type W: Copy;
-    /// A loaded activation block.
-    type X: Copy;
-    fn zero(self) -> Self::Acc;
-    fn zero_w(self) -> Self::W;
-    fn f16(self, bits: u16) -> f32;
-    /// 16 bytes of nibbles as 32 unsigned values in value order (low nibbles first).
-    fn nibbles(self, qs: &[u8]) -> Self::W;
-    /// 32 signed bytes.
-    fn signed(self, qs: &[u8]) -> Self::W;
-    fn load_x(self, q: &[i8; QK]) -> Self::X;
-    /// `acc + scale * sum(w * x)`, `w` from [`QLanes::nibbles`].
-    fn fma_unsigned(self, acc: Self::Acc, w: Self::W, x: Self::X, scale: f32) -> Self::Acc;
-    /// `acc + scale * sum(w * x)`, `w` from [`QLanes::signed`].
-    fn fma_signed(self, acc: Self::Acc, w: Self::W, x: Self::X, scale: f32) -> Self::Acc;
-    fn sum(self, acc: Self::Acc) -> f32;
+const fn type_of(t: u8) -> QuantType {
+    match t {
+        T_Q4_0 => QuantType::Q4_0,
+        T_Q4_1 => QuantType::Q4_1,
+        _ => QuantType::Q8_0,
+    }
 }
 
-/// What one task computes: weight rows `w` (`n` rows of `nb` blocks, the task's share),
-/// activation rows `x` (`m` rows of `nb` blocks), outputs `out[i][j]` for activation row
-/// `i` and weight row `j`.
+/// Operations on eight 32-bit lanes (`I`: integers or 32 bytes, `F`: f32).
+pub(crate) trait QLanes: Copy {
+    type I: Copy;
+    type F: Copy;
+    fn zero_i(self) -> Self::I;
+    fn zero_f(self) -> Self::F;
+    /// 32 bytes.
+    fn load(self, b: &[u8]) -> Self::I;
+    fn nib_lo(self, v: Self::I) -> Self::I;
+    fn nib_hi(self, v: Self::I) -> Self::I;
+    /// Prepares signed weight bytes for [`QLanes::dot_s`].
+    fn prep_s(self, v: Self::I) -> Self::I;
+    /// Per lane: `acc + sum_t w[4 lane + t] * x4[t]`, `w` unsigned bytes, `x4` signed.
+    fn dot_u(self, acc: Self::I, w: Self::I, x4: [i8; 4]) -> Self::I;
+    /// The same for weights from [`QLanes::prep_s`] (signed).
+    fn dot_s(self, acc: Self::I, w: Self::I, x4: [i8; 4]) -> Self::I;
+    /// Corrects a block's [`QLanes::dot_s`] sums given the activation block's sum.
+    fn fix_s(self, acc: Self::I, qsum: i32) -> Self::I;
+    /// Eight f16 (16 bytes) as f32.
+    fn scales(self, b: &[u8]) -> Self::F;
+    fn cvt(self, v: Self::I) -> Self::F;
+    fn splat(self, x: f32) -> Self::F;
+    fn mul(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `a * b + c`.
+    fn fma(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    fn to_array(self, v: Self::F) -> [f32; GROUP];
+}
+
+/// What one task computes: packed weight groups `w` (`groups` of them, holding `n` real
+/// rows), activation rows `x` (`m` rows of `nb` blocks), outputs `out[i][j]` for activation
+/// row `i` and weight row `j` of the task.
 pub(crate) struct Task<'a, 'o> {
     pub w: &'a [u8],
     pub n: usize,
@@ -60,148 +74,169 @@ pub(crate) struct Task<'a, 'o> {
 }
 
 #[inline(always)]
-pub(crate) fn run<Q: QLanes, const T: u8, const RW: usize, const RX: usize>(q: Q, t: &mut Task) {
+pub(crate) fn run<Q: QLanes, const T: u8, const RX: usize>(q: Q, t: &mut Task) {
     let m = t.out.len();
-    let mut j = 0;
-    while j < t.n {
-        if j + RW <= t.n {
-            let mut i = 0;
-            while i + RX <= m {
-                tile::<Q, T, RW, RX>(q, t, j, i);
-                i += RX;
-            }
-            while i < m {
-                tile::<Q, T, RW, 1>(q, t, j, i);
-                i += 1;
-            }
-            j += RW;
-        } else {
-            for i in 0..m {
-                tile::<Q, T, 1, 1>(q, t, j, i);
-            }
-            j += 1;
+    for g in 0..t.n.div_ceil(GROUP) {
+        let mut i = 0;
+        while i + RX <= m {
+            tile::<Q, T, RX>(q, t, g, i);
+            i += RX;
+        }
+        while i < m {
+            tile::<Q, T, 1>(q, t, g, i);
+            i += 1;
         }
     }
 }
 
 #[inline(always)]
-fn tile<Q: QLanes, const T: u8, const RW: usize, const RX: usize>(
-    q: Q,
-    t: &mut Task,
-    j0: usize,
-    i0: usize,
-) {
-    let bb = match T {
-        T_Q4_0 => 18,
-        T_Q4_1 => 20,
-        _ => 34,
-    };
-    let off = if T == T_Q4_1 { 4 } else { 2 };
+fn tile<Q: QLanes, const T: u8, const RX: usize>(q: Q, t: &mut Task, g: usize, i0: usize) {
+    let gbb = group_block_bytes(type_of(T));
     let nb = t.nb;
-    let row_bytes = nb * bb;
-    let w_rows: [&[u8]; RW] =
-        std::array::from_fn(|r| &t.w[(j0 + r) * row_bytes..(j0 + r + 1) * row_bytes]);
+    let wg = &t.w[g * nb * gbb..(g + 1) * nb * gbb];
     let x_rows: [&[ActBlock]; RX] = std::array::from_fn(|i| &t.x[(i0 + i) * nb..(i0 + i + 1) * nb]);
-    let mut acc = [[q.zero(); RW]; RX];
-    let mut extra = [[0.0f32; RW]; RX];
+    let mut acc = [q.zero_f(); RX];
     for b in 0..nb {
-        let mut dw = [0.0f32; RW];
-        let mut mw = [0.0f32; RW];
-        let mut wv = [q.zero_w(); RW];
-        for r in 0..RW {
-            let blk = &w_rows[r][b * bb..(b + 1) * bb];
-            dw[r] = q.f16(u16::from_le_bytes([blk[0], blk[1]]));
-            mw[r] = match T {
-                T_Q4_0 => -8.0 * dw[r],
-                T_Q4_1 => q.f16(u16::from_le_bytes([blk[2], blk[3]])),
-                _ => 0.0,
-            };
-            wv[r] = if T == T_Q8_0 {
-                q.signed(&blk[off..])
-            } else {
-                q.nibbles(&blk[off..])
-            };
+        let blk = &wg[b * gbb..(b + 1) * gbb];
+        let dw = q.scales(&blk[..2 * GROUP]);
+        let (mw, qs) = if T == T_Q4_1 {
+            (q.scales(&blk[2 * GROUP..4 * GROUP]), &blk[4 * GROUP..])
+        } else {
+            (q.zero_f(), &blk[2 * GROUP..])
+        };
+        let mut w = [q.zero_i(); QK / 4];
+        if T == T_Q8_0 {
+            for (c, wc) in w.iter_mut().enumerate() {
+                *wc = q.prep_s(q.load(&qs[c * 32..]));
+            }
+        } else {
+            for k in 0..QK / 8 {
+                let v = q.load(&qs[k * 32..]);
+                w[k] = q.nib_lo(v);
+                w[k + QK / 8] = q.nib_hi(v);
+            }
         }
         for i in 0..RX {
             let xb = &x_rows[i][b];
-            let xv = q.load_x(&xb.q);
-            for r in 0..RW {
-                let scale = dw[r] * xb.d;
-                acc[i][r] = if T == T_Q8_0 {
-                    q.fma_signed(acc[i][r], wv[r], xv, scale)
+            let mut s = q.zero_i();
+            for (c, &wc) in w.iter().enumerate() {
+                let x4 = [
+                    xb.q[4 * c],
+                    xb.q[4 * c + 1],
+                    xb.q[4 * c + 2],
+                    xb.q[4 * c + 3],
+                ];
+                s = if T == T_Q8_0 {
+                    q.dot_s(s, wc, x4)
                 } else {
-                    q.fma_unsigned(acc[i][r], wv[r], xv, scale)
+                    q.dot_u(s, wc, x4)
                 };
-                if T != T_Q8_0 {
-                    extra[i][r] += mw[r] * xb.s;
-                }
             }
+            if T == T_Q8_0 {
+                s = q.fix_s(s, xb.qsum);
+            }
+            let sf = q.cvt(s);
+            acc[i] = match T {
+                // sum (q - 8) dw dx xq = dw (dx isum - 8 sx)
+                T_Q4_0 => q.fma(q.fma(sf, q.splat(xb.d), q.splat(-8.0 * xb.s)), dw, acc[i]),
+                // sum (dw q + mw) dx xq = dw dx isum + mw sx
+                T_Q4_1 => q.fma(
+                    mw,
+                    q.splat(xb.s),
+                    q.fma(q.mul(sf, q.splat(xb.d)), dw, acc[i]),
+                ),
+                _ => q.fma(q.mul(sf, q.splat(xb.d)), dw, acc[i]),
+            };
         }
     }
-    for i in 0..RX {
-        let row = &mut t.out[i0 + i][j0..j0 + RW];
-        for r in 0..RW {
-            let v = q.sum(acc[i][r]) + extra[i][r];
-            if t.accumulate {
-                row[r] += v;
-            } else {
-                row[r] = v;
+    let j0 = g * GROUP;
+    let valid = (t.n - j0).min(GROUP);
+    for (i, a) in acc.iter().enumerate() {
+        let v = q.to_array(*a);
+        let row = &mut t.out[i0 + i][j0..j0 + valid];
+        if t.accumulate {
+            for (o, x) in row.iter_mut().zip(v) {
+                *o += x;
             }
+        } else {
+            row.copy_from_slice(&v[..valid]);
         }
     }
 }
 
-/// The scalar path: the specification of the integer sums, one lane.
+/// The scalar path: eight lanes as arrays.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ScalarQ;
 
 impl QLanes for ScalarQ {
-    type Acc = f32;
-    type W = [i16; QK];
-    type X = [i16; QK];
-    fn zero(self) -> f32 {
-        0.0
+    type I = [i32; GROUP];
+    type F = [f32; GROUP];
+    fn zero_i(self) -> [i32; GROUP] {
+        [0; GROUP]
     }
-    fn zero_w(self) -> [i16; QK] {
-        [0; QK]
+    fn zero_f(self) -> [f32; GROUP] {
+        [0.0; GROUP]
     }
-    fn f16(self, bits: u16) -> f32 {
-        half::f16::from_bits(bits).to_f32()
-    }
-    fn nibbles(self, qs: &[u8]) -> [i16; QK] {
+    fn load(self, b: &[u8]) -> [i32; GROUP] {
         std::array::from_fn(|j| {
-            let b = qs[j % (QK / 2)];
-            i16::from(if j < QK / 2 { b & 0x0f } else { b >> 4 })
+            i32::from_le_bytes([b[4 * j], b[4 * j + 1], b[4 * j + 2], b[4 * j + 3]])
         })
     }
-    fn signed(self, qs: &[u8]) -> [i16; QK] {
-        std::array::from_fn(|j| i16::from(qs[j].cast_signed()))
+    fn nib_lo(self, v: [i32; GROUP]) -> [i32; GROUP] {
+        v.map(|x| x & 0x0f0f_0f0f)
     }
-    fn load_x(self, q: &[i8; QK]) -> [i16; QK] {
-        q.map(i16::from)
+    fn nib_hi(self, v: [i32; GROUP]) -> [i32; GROUP] {
+        v.map(|x| (x >> 4) & 0x0f0f_0f0f)
     }
-    fn fma_unsigned(self, acc: f32, w: [i16; QK], x: [i16; QK], scale: f32) -> f32 {
-        self.fma_signed(acc, w, x, scale)
+    fn prep_s(self, v: [i32; GROUP]) -> [i32; GROUP] {
+        v
     }
-    fn fma_signed(self, acc: f32, w: [i16; QK], x: [i16; QK], scale: f32) -> f32 {
-        let s: i32 = w
-            .iter()
-            .zip(&x)
-            .map(|(&a, &b)| i32::from(a) * i32::from(b))
-            .sum();
-        #[allow(clippy::cast_precision_loss)] // |s| <= 32 * 128 * 127 < 2^24: exact
-        let s = s as f32;
-        acc + scale * s
+    fn dot_u(self, acc: [i32; GROUP], w: [i32; GROUP], x4: [i8; 4]) -> [i32; GROUP] {
+        std::array::from_fn(|j| {
+            let wb = w[j].to_le_bytes();
+            acc[j]
+                + (0..4)
+                    .map(|t| i32::from(wb[t]) * i32::from(x4[t]))
+                    .sum::<i32>()
+        })
     }
-    fn sum(self, acc: f32) -> f32 {
+    fn dot_s(self, acc: [i32; GROUP], w: [i32; GROUP], x4: [i8; 4]) -> [i32; GROUP] {
+        std::array::from_fn(|j| {
+            let wb = w[j].to_le_bytes();
+            acc[j]
+                + (0..4)
+                    .map(|t| i32::from(wb[t].cast_signed()) * i32::from(x4[t]))
+                    .sum::<i32>()
+        })
+    }
+    fn fix_s(self, acc: [i32; GROUP], _qsum: i32) -> [i32; GROUP] {
         acc
+    }
+    fn scales(self, b: &[u8]) -> [f32; GROUP] {
+        std::array::from_fn(|j| half::f16::from_le_bytes([b[2 * j], b[2 * j + 1]]).to_f32())
+    }
+    #[allow(clippy::cast_precision_loss)] // |sum| <= 32 * 128 * 127 < 2^24: exact
+    fn cvt(self, v: [i32; GROUP]) -> [f32; GROUP] {
+        v.map(|x| x as f32)
+    }
+    fn splat(self, x: f32) -> [f32; GROUP] {
+        [x; GROUP]
+    }
+    fn mul(self, a: [f32; GROUP], b: [f32; GROUP]) -> [f32; GROUP] {
+        std::array::from_fn(|j| a[j] * b[j])
+    }
+    fn fma(self, a: [f32; GROUP], b: [f32; GROUP], c: [f32; GROUP]) -> [f32; GROUP] {
+        std::array::from_fn(|j| a[j].mul_add(b[j], c[j]))
+    }
+    fn to_array(self, v: [f32; GROUP]) -> [f32; GROUP] {
+        v
     }
 }
 
 pub(crate) fn run_scalar(ty: QuantType, t: &mut Task) {
     match type_code(ty) {
-        T_Q4_0 => run::<ScalarQ, T_Q4_0, 4, 1>(ScalarQ, t),
-        T_Q4_1 => run::<ScalarQ, T_Q4_1, 4, 1>(ScalarQ, t),
-        _ => run::<ScalarQ, T_Q8_0, 4, 1>(ScalarQ, t),
+        T_Q4_0 => run::<ScalarQ, T_Q4_0, 1>(ScalarQ, t),
+        T_Q4_1 => run::<ScalarQ, T_Q4_1, 1>(ScalarQ, t),
+        _ => run::<ScalarQ, T_Q8_0, 1>(ScalarQ, t),
     }
 }

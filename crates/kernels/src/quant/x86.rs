@@ -1,75 +1,80 @@
-//! x86-64 integer paths: AVX2 (`vpmaddubsw` + `vpmaddwd`) and AVX-512 VNNI (`vpdpbusd` on
-//! 256-bit vectors, with the 32 registers AVX-512 gives for larger tiles). Tokens are
+//! x86-64 integer paths: AVX2 (`vpmaddubsw` + `vpmaddwd`) and AVX-512 VNNI (`vpdpbusd`
+//! on 256-bit vectors; the 32 registers AVX-512 gives allow taller tiles). Tokens are
 //! created only in the `#[target_feature]` entries below, entered after the CPU was
 //! checked ([`super::QPath::is_available`]); every `unsafe` relies on that.
 
-use super::blocks::{QuantType, QK};
-use super::tile::{run, type_code, QLanes, Task, T_Q4_0, T_Q4_1, T_Q8_0};
+use super::blocks::{QuantType, GROUP};
+use super::tile::{run, type_code, QLanes, Task, T_Q4_0, T_Q4_1};
 use std::arch::x86_64::{
-    __m256, __m256i, _mm256_abs_epi8, _mm256_castps256_ps128, _mm256_cvtepi32_ps,
-    _mm256_dpbusd_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_set1_epi16, _mm256_set1_ps, _mm256_set_m128i,
-    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8, _mm_add_ps, _mm_add_ss,
-    _mm_and_si128, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadu_si128,
-    _mm_movehdup_ps, _mm_movehl_ps, _mm_set1_epi8, _mm_srli_epi16,
+    __m256, __m256i, _mm256_abs_epi8, _mm256_add_epi32, _mm256_and_si256, _mm256_cvtepi32_ps,
+    _mm256_cvtph_ps, _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16,
+    _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8, _mm256_srli_epi16,
+    _mm256_storeu_ps, _mm256_sub_epi32, _mm256_xor_si256, _mm_loadu_si128,
 };
 
 macro_rules! common_ops {
     () => {
-        type Acc = __m256;
-        type W = __m256i;
-        type X = __m256i;
+        type I = __m256i;
+        type F = __m256;
         #[inline(always)]
-        fn zero(self) -> __m256 {
+        fn zero_i(self) -> __m256i {
             // SAFETY: the token proves AVX2 (module docs).
-            unsafe { _mm256_setzero_ps() }
-        }
-        #[inline(always)]
-        fn zero_w(self) -> __m256i {
-            // SAFETY: as above.
             unsafe { _mm256_setzero_si256() }
         }
         #[inline(always)]
-        fn f16(self, bits: u16) -> f32 {
-            // SAFETY: the token proves F16C.
-            unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))) }
+        fn zero_f(self) -> __m256 {
+            // SAFETY: as above.
+            unsafe { _mm256_setzero_ps() }
         }
         #[inline(always)]
-        fn nibbles(self, qs: &[u8]) -> __m256i {
-            assert!(qs.len() >= QK / 2);
-            // SAFETY: 16 readable bytes checked above; unaligned load; AVX2 by the token.
-            unsafe {
-                let b = _mm_loadu_si128(qs.as_ptr().cast());
-                let m = _mm_set1_epi8(0x0f);
-                _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m))
-            }
-        }
-        #[inline(always)]
-        fn signed(self, qs: &[u8]) -> __m256i {
-            assert!(qs.len() >= QK);
+        fn load(self, b: &[u8]) -> __m256i {
+            assert!(b.len() >= 32);
             // SAFETY: 32 readable bytes checked above; unaligned load.
-            unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
+            unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
         }
         #[inline(always)]
-        fn load_x(self, q: &[i8; QK]) -> __m256i {
-            // SAFETY: 32 readable bytes; unaligned load.
-            unsafe { _mm256_loadu_si256(q.as_ptr().cast()) }
-        }
-        #[inline(always)]
-        fn fma_signed(self, acc: __m256, w: __m256i, x: __m256i, scale: f32) -> __m256 {
-            // sum(w * x) = sum(|w| * (x with w's sign)): the unsigned operand is |w|.
+        fn nib_lo(self, v: __m256i) -> __m256i {
             // SAFETY: AVX2 by the token.
-            let (wa, xs) = unsafe { (_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)) };
-            self.fma_unsigned(acc, wa, xs, scale)
+            unsafe { _mm256_and_si256(v, _mm256_set1_epi8(0x0f)) }
         }
         #[inline(always)]
-        fn sum(self, acc: __m256) -> f32 {
+        fn nib_hi(self, v: __m256i) -> __m256i {
+            // SAFETY: AVX2 by the token.
+            unsafe { _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f)) }
+        }
+        #[inline(always)]
+        fn scales(self, b: &[u8]) -> __m256 {
+            assert!(b.len() >= 16);
+            // SAFETY: 16 readable bytes checked above; F16C by the token.
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().cast())) }
+        }
+        #[inline(always)]
+        fn cvt(self, v: __m256i) -> __m256 {
             // SAFETY: AVX by the token.
-            unsafe {
-                let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-                let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-                _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)))
-            }
+            unsafe { _mm256_cvtepi32_ps(v) }
+        }
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m256 {
+            // SAFETY: AVX by the token.
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: AVX by the token.
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn fma(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+            // SAFETY: FMA by the token.
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn to_array(self, v: __m256) -> [f32; GROUP] {
+            let mut out = [0.0; GROUP];
+            // SAFETY: 8 writable f32; unaligned store.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+            out
         }
     };
 }
@@ -81,14 +86,36 @@ pub(crate) struct Avx2Q(());
 impl QLanes for Avx2Q {
     common_ops!();
     #[inline(always)]
-    fn fma_unsigned(self, acc: __m256, w: __m256i, x: __m256i, scale: f32) -> __m256 {
-        // u8 x i8 pairs summed to i16 (at most 2 * 15 * 127 for 4-bit and 2 * 128 * 127 for
-        // 8-bit weights: no saturation), then pairs of i16 to i32.
-        // SAFETY: AVX2 + FMA by the token.
+    fn prep_s(self, v: __m256i) -> __m256i {
+        v
+    }
+    #[inline(always)]
+    fn dot_u(self, acc: __m256i, w: __m256i, x4: [i8; 4]) -> __m256i {
+        // u8 x i8 pairs summed to i16 (at most 2 * 15 * 127 for 4-bit weights and
+        // 2 * 128 * 127 for |w| of 8-bit ones: no saturation), then pairs of i16 to i32.
+        // SAFETY: AVX2 by the token.
         unsafe {
+            let x = _mm256_set1_epi32(i32::from_le_bytes(x4.map(i8::cast_unsigned)));
             let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
-            _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc)
+            _mm256_add_epi32(acc, p)
         }
+    }
+    #[inline(always)]
+    fn dot_s(self, acc: __m256i, w: __m256i, x4: [i8; 4]) -> __m256i {
+        // sum(w * x) = sum(|w| * (x with w's sign)).
+        // SAFETY: AVX2 by the token.
+        unsafe {
+            let x = _mm256_set1_epi32(i32::from_le_bytes(x4.map(i8::cast_unsigned)));
+            let p = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)),
+                _mm256_set1_epi16(1),
+            );
+            _mm256_add_epi32(acc, p)
+        }
+    }
+    #[inline(always)]
+    fn fix_s(self, acc: __m256i, _qsum: i32) -> __m256i {
+        acc
     }
 }
 
@@ -99,12 +126,28 @@ pub(crate) struct VnniQ(());
 impl QLanes for VnniQ {
     common_ops!();
     #[inline(always)]
-    fn fma_unsigned(self, acc: __m256, w: __m256i, x: __m256i, scale: f32) -> __m256 {
+    fn prep_s(self, v: __m256i) -> __m256i {
+        // w + 128 as an unsigned byte: vpdpbusd multiplies unsigned by signed.
+        // SAFETY: AVX2 by the token.
+        unsafe { _mm256_xor_si256(v, _mm256_set1_epi8(-128)) }
+    }
+    #[inline(always)]
+    fn dot_u(self, acc: __m256i, w: __m256i, x4: [i8; 4]) -> __m256i {
         // SAFETY: AVX-512 VNNI + VL by the token.
         unsafe {
-            let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x);
-            _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc)
+            let x = _mm256_set1_epi32(i32::from_le_bytes(x4.map(i8::cast_unsigned)));
+            _mm256_dpbusd_epi32(acc, w, x)
         }
+    }
+    #[inline(always)]
+    fn dot_s(self, acc: __m256i, w: __m256i, x4: [i8; 4]) -> __m256i {
+        self.dot_u(acc, w, x4)
+    }
+    #[inline(always)]
+    fn fix_s(self, acc: __m256i, qsum: i32) -> __m256i {
+        // sum((w + 128) x) - 128 sum(x) = sum(w x).
+        // SAFETY: AVX2 by the token.
+        unsafe { _mm256_sub_epi32(acc, _mm256_set1_epi32(128 * qsum)) }
     }
 }
 
@@ -114,9 +157,9 @@ impl QLanes for VnniQ {
 pub(crate) unsafe fn run_avx2(ty: QuantType, t: &mut Task) {
     let q = Avx2Q(());
     match type_code(ty) {
-        T_Q4_0 => run::<_, T_Q4_0, 4, 2>(q, t),
-        T_Q4_1 => run::<_, T_Q4_1, 4, 2>(q, t),
-        _ => run::<_, T_Q8_0, 4, 2>(q, t),
+        T_Q4_0 => run::<_, T_Q4_0, 4>(q, t),
+        T_Q4_1 => run::<_, T_Q4_1, 4>(q, t),
+        _ => run::<_, { super::tile::T_Q8_0 }, 4>(q, t),
     }
 }
 
@@ -126,8 +169,8 @@ pub(crate) unsafe fn run_avx2(ty: QuantType, t: &mut Task) {
 pub(crate) unsafe fn run_vnni(ty: QuantType, t: &mut Task) {
     let q = VnniQ(());
     match type_code(ty) {
-        T_Q4_0 => run::<_, T_Q4_0, 4, 4>(q, t),
-        T_Q4_1 => run::<_, T_Q4_1, 4, 4>(q, t),
-        _ => run::<_, T_Q8_0, 4, 4>(q, t),
+        T_Q4_0 => run::<_, T_Q4_0, 8>(q, t),
+        T_Q4_1 => run::<_, T_Q4_1, 8>(q, t),
+        _ => run::<_, { super::tile::T_Q8_0 }, 8>(q, t),
     }
 }
