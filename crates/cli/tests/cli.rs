@@ -466,3 +466,122 @@ fn openai_backend_runs_the_real_workload_against_a_server() {
         .all(|t| (2..49152).contains(&t.as_u64().unwrap())));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
+const PROSE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/prose.txt");
+
+#[test]
+fn perplexity_of_english_prose_on_the_real_model() {
+    let out = pagedattn(&[
+        "perplexity",
+        "--model",
+        MODEL,
+        "--file",
+        PROSE,
+        "--ctx",
+        "64",
+        "--threads",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let ppl: f64 = lines
+        .last()
+        .and_then(|l| l.strip_prefix("perplexity: "))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no `perplexity: X` last line in {stdout:?}"));
+    assert!(ppl.is_finite() && 1.0 < ppl && ppl < 100.0, "{ppl}");
+    // Every full window of 64 tokens is run and scores its last 31 next tokens.
+    let summary = lines[lines.len() - 2];
+    let windows: usize = summary
+        .split(", ")
+        .nth(1)
+        .and_then(|w| w.strip_suffix(" windows of 64"))
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(windows >= 5, "{summary}");
+    assert!(
+        summary.contains(&format!(", {} tokens scored,", windows * 31)),
+        "{summary}"
+    );
+    // One progress line per window on stderr, the last with the final value.
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(progress.len(), windows, "{stderr}");
+    assert_eq!(
+        progress.last().unwrap(),
+        &format!("[{windows}] {ppl:.4}"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn perplexity_errors_are_one_line_and_exit_1() {
+    let dir = std::env::temp_dir().join(format!("pa-cli-ppl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let latin1 = dir.join("latin1.txt");
+    std::fs::write(&latin1, b"caf\xe9 au lait").unwrap();
+    let short = dir.join("short.txt");
+    std::fs::write(
+        &short,
+        "The lighthouse stood at the end of a narrow spit of rock.",
+    )
+    .unwrap();
+    let (latin1, short) = (latin1.to_str().unwrap(), short.to_str().unwrap());
+    let missing = "/nonexistent/text.txt";
+    let ppl = |file: &str, more: &[&'static str]| {
+        let mut v = vec!["perplexity", "--model", MODEL, "--file", file];
+        v.extend_from_slice(more);
+        v
+    };
+    for (args, says) in [
+        (ppl(missing, &[]), "cannot read /nonexistent/text.txt"),
+        (
+            ppl(latin1, &[]),
+            "is not UTF-8 text (invalid byte at offset 3)",
+        ),
+        (
+            ppl(short, &["--ctx", "64"]),
+            "fewer than one window of --ctx 64; --ctx 12 would fit",
+        ),
+        (
+            ppl(PROSE, &["--ctx", "63"]),
+            "--ctx must be an even number >= 4, not 63",
+        ),
+        (
+            ppl(PROSE, &["--ctx", "2"]),
+            "--ctx must be an even number >= 4, not 2",
+        ),
+        (
+            ppl(PROSE, &["--ctx", "0"]),
+            "--ctx must be an even number >= 4, not 0",
+        ),
+        (
+            ppl(PROSE, &["--ctx", "100000"]),
+            "beyond the model's context of 8192 tokens",
+        ),
+        (ppl(PROSE, &["--weights", "q2"]), "--weights"),
+        (ppl(PROSE, &["--threads", "0"]), "--threads must be >= 1"),
+        (
+            vec![
+                "perplexity",
+                "--model",
+                "/nonexistent/m.gguf",
+                "--file",
+                PROSE,
+            ],
+            "cannot load model",
+        ),
+    ] {
+        let out = pagedattn(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = one_line_error(&out);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
