@@ -258,10 +258,8 @@ fn native_model() -> &'static Model {
 /// Quantizing the activations to int8 per block of 32 (as llama.cpp does for these types)
 /// moves the logits by up to about one unit (of a range of about 30): the argmax agrees
 /// with the f32 reference at every prompt position (60 of 60), and greedy decoding of
-/// "The capital of France is" gives the reference's first 5 of 6 tokens (" Paris.
-
-The",
-/// then another word: a different but valid continuation). Perplexity measures the
+/// "The capital of France is" gives the reference's first 5 of 6 tokens (" Paris." and
+/// three more, then another word: a different but valid continuation). Perplexity measures the
 /// quality (docs/BENCHMARKS.md).
 #[test]
 fn native_weights_agree_with_the_reference() {
@@ -313,7 +311,14 @@ fn native_weights_continue_the_capital_of_france_with_paris() {
     for _ in 0..case.greedy.len() {
         let next = argmax(l.row(0));
         seq.push(next);
-        l = step(m, &mut cache, &table, &[next], seq.len() - 1, LogitsFor::Last);
+        l = step(
+            m,
+            &mut cache,
+            &table,
+            &[next],
+            seq.len() - 1,
+            LogitsFor::Last,
+        );
     }
     let generated = &seq[case.ids.len()..];
     let same = generated
