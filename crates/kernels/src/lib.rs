@@ -81,6 +81,6 @@ pub use kernel::{
 pub use linear::linear;
 pub use packed::{PackedMatrix, PANEL};
 pub use probe::{fma_peak_gflops, sum_f32};
-pub use quant::{dequantize_blocks, qlinear, QuantMatrix, QuantType, QK};
+pub use quant::{dequantize_blocks, qlinear, QuantMatrix, QuantType, QK, QK_K};
 pub use reference::{reference_attention, RefSeq, RefShape};
 pub use schedule::SplitPolicy;

@@ -4,7 +4,7 @@
 //! across the rayon pool).
 
 use crate::weights::{Matrix, Store};
-use pagedattn_kernels::{linear, qlinear, Isa, KernelError};
+use pagedattn_kernels::{linear, qlinear, Isa, KernelError, QuantMatrix};
 
 /// `y = x W^T` (or `y += x W^T` when `accumulate`), `x: [m, w.cols]`, `y: [m, w.rows]`.
 /// Mismatched shapes are an error in every build (a release build must not return a
@@ -20,6 +20,33 @@ pub(crate) fn matmul(
         Store::F32(p) => linear(isa, x, p, y, accumulate),
         Store::Bf16(p) => linear(isa, x, p, y, accumulate),
         Store::Quant(q) => qlinear(isa, x, q, y, accumulate),
+        Store::Stacked(parts) => {
+            // Each part into its own [m, rows] buffer, then into its columns of y.
+            let n: usize = parts.iter().map(QuantMatrix::rows).sum();
+            let m = y.len() / n.max(1);
+            if y.len() != m * n {
+                return Err(KernelError::LengthMismatch {
+                    what: "linear y",
+                    expected: m * n,
+                    actual: y.len(),
+                });
+            }
+            let mut col = 0;
+            for p in parts {
+                let mut part = vec![0.0; m * p.rows()];
+                qlinear(isa, x, p, &mut part, false)?;
+                for (yr, pr) in y.chunks_exact_mut(n).zip(part.chunks_exact(p.rows())) {
+                    let dst = &mut yr[col..col + p.rows()];
+                    if accumulate {
+                        dst.iter_mut().zip(pr).for_each(|(d, s)| *d += s);
+                    } else {
+                        dst.copy_from_slice(pr);
+                    }
+                }
+                col += p.rows();
+            }
+            Ok(())
+        }
     }
 }
 
@@ -90,5 +117,43 @@ mod tests {
             assert!(matmul(&[1.0; 7], &mat, &mut y, false).is_err());
             assert!(matmul(&[1.0; 8], &mat, &mut y, false).is_ok());
         }
+    }
+
+    #[test]
+    #[allow(clippy::float_cmp)] // the same products, computed the same way
+    fn stacked_parts_of_different_types_multiply_like_their_parts() {
+        use pagedattn_kernels::QuantType;
+        let (m, k, n1, n2) = (3, 64, 8, 5);
+        let w: Vec<f32> = (0..(n1 + n2) * k)
+            .map(|i| ((i * 7 % 19) as f32 - 9.0) / 16.0)
+            .collect();
+        let q1 = QuantMatrix::quantize(QuantType::Q8_0, n1, k, &w[..n1 * k]).unwrap();
+        let q2 = QuantMatrix::quantize(QuantType::Q4_1, n2, k, &w[n1 * k..]).unwrap();
+        let mat = Matrix::stacked(vec![q1.clone(), q2.clone()]);
+        assert_eq!((mat.rows(), mat.cols()), (n1 + n2, k));
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0)
+            .collect();
+        let mut y = vec![0.0; m * (n1 + n2)];
+        matmul(&x, &mat, &mut y, false).unwrap();
+        let (mut y1, mut y2) = (vec![0.0; m * n1], vec![0.0; m * n2]);
+        qlinear(Isa::selected(), &x, &q1, &mut y1, false).unwrap();
+        qlinear(Isa::selected(), &x, &q2, &mut y2, false).unwrap();
+        for i in 0..m {
+            assert_eq!(
+                y[i * (n1 + n2)..i * (n1 + n2) + n1],
+                y1[i * n1..(i + 1) * n1]
+            );
+            assert_eq!(
+                y[i * (n1 + n2) + n1..(i + 1) * (n1 + n2)],
+                y2[i * n2..(i + 1) * n2]
+            );
+        }
+        let (mut a, mut b) = (vec![0.0; k], vec![0.0; k]);
+        mat.row_into(n1 + 2, &mut a);
+        q2.row_into(2, &mut b).unwrap();
+        assert_eq!(a, b);
+        // Wrong output length: an error, not a partial product.
+        assert!(matmul(&x, &mat, &mut vec![0.0; m * (n1 + n2) - 1], false).is_err());
     }
 }

@@ -28,6 +28,12 @@ pub enum GgmlType {
     Q4_1,
     /// 8-bit with per-block scale.
     Q8_0,
+    /// 4-bit k-quant (256 values per block).
+    Q4K,
+    /// 5-bit k-quant.
+    Q5K,
+    /// 6-bit k-quant.
+    Q6K,
     /// bfloat16.
     Bf16,
 }
@@ -41,6 +47,9 @@ impl GgmlType {
             2 => Self::Q4_0,
             3 => Self::Q4_1,
             8 => Self::Q8_0,
+            12 => Self::Q4K,
+            13 => Self::Q5K,
+            14 => Self::Q6K,
             30 => Self::Bf16,
             _ => return None,
         })
@@ -67,6 +76,9 @@ impl GgmlType {
             Self::Q4_0 => "Q4_0",
             Self::Q4_1 => "Q4_1",
             Self::Q8_0 => "Q8_0",
+            Self::Q4K => "Q4_K",
+            Self::Q5K => "Q5_K",
+            Self::Q6K => "Q6_K",
             Self::Bf16 => "BF16",
         }
     }
@@ -74,23 +86,28 @@ impl GgmlType {
     /// Bytes holding `elems` values, or `None` if `elems` is not a whole number of blocks
     /// or the size does not fit in `usize`.
     pub fn byte_size(self, elems: usize) -> Option<usize> {
-        match self {
-            Self::F32 => elems.checked_mul(4),
-            Self::F16 | Self::Bf16 => elems.checked_mul(2),
-            Self::Q4_0 => elems
-                .is_multiple_of(QK)
-                .then(|| (elems / QK).checked_mul(18))
-                .flatten(),
-            Self::Q4_1 => elems
-                .is_multiple_of(QK)
-                .then(|| (elems / QK).checked_mul(20))
-                .flatten(),
+        match self.quant() {
+            None if self == Self::F32 => elems.checked_mul(4),
+            None => elems.checked_mul(2),
             // Checked: 34 bytes per 32 values can wrap to a small size that would pass the
             // file's bounds check (found by the cargo-fuzz target).
-            Self::Q8_0 => elems
-                .is_multiple_of(QK)
-                .then(|| (elems / QK).checked_mul(34))
+            Some(q) => elems
+                .is_multiple_of(q.block_values())
+                .then(|| (elems / q.block_values()).checked_mul(q.block_bytes()))
                 .flatten(),
+        }
+    }
+
+    /// The block type the products read, for the quantized types.
+    pub const fn quant(self) -> Option<QuantType> {
+        match self {
+            Self::F32 | Self::F16 | Self::Bf16 => None,
+            Self::Q4_0 => Some(QuantType::Q4_0),
+            Self::Q4_1 => Some(QuantType::Q4_1),
+            Self::Q8_0 => Some(QuantType::Q8_0),
+            Self::Q4K => Some(QuantType::Q4K),
+            Self::Q5K => Some(QuantType::Q5K),
+            Self::Q6K => Some(QuantType::Q6K),
         }
     }
 }
@@ -107,13 +124,12 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
         )));
     }
     // Chunks of whole blocks, so every type can be split the same way across threads.
-    let (block_bytes, block_elems) = match kind {
-        GgmlType::F32 => (4, 1),
-        GgmlType::F16 | GgmlType::Bf16 => (2, 1),
-        GgmlType::Q4_0 => (18, QK),
-        GgmlType::Q4_1 => (20, QK),
-        GgmlType::Q8_0 => (34, QK),
+    let (block_bytes, block_elems) = match kind.quant() {
+        None if kind == GgmlType::F32 => (4, 1),
+        None => (2, 1),
+        Some(q) => (q.block_bytes(), q.block_values()),
     };
+
     out.par_chunks_mut(block_elems * BLOCKS_PER_TASK)
         .zip(bytes.par_chunks(block_bytes * BLOCKS_PER_TASK))
         .try_for_each(|(o, b)| match kind {
@@ -135,12 +151,13 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
                 }
                 Ok(())
             }
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => {
-                let ty = match kind {
-                    GgmlType::Q4_0 => QuantType::Q4_0,
-                    GgmlType::Q4_1 => QuantType::Q4_1,
-                    _ => QuantType::Q8_0,
-                };
+            GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q8_0
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+            | GgmlType::Q6K => {
+                let ty = kind.quant().expect("a quantized type");
                 // Whole blocks of the checked total: the lengths agree.
                 dequantize_blocks(ty, b, o).map_err(ModelError::Kernel)
             }

@@ -9,7 +9,7 @@
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::quant::{dequantize, GgmlType};
+use crate::quant::dequantize;
 use half::bf16;
 use pagedattn_kernels::{PackedMatrix, QuantMatrix, QuantType};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -25,9 +25,10 @@ pub enum WeightDType {
     F32,
     /// bfloat16: half the memory; products widen tiles to f32 on the fly.
     Bf16,
-    /// The file's own types: quantized matrices (`Q4_0`, `Q4_1`, `Q8_0`) stay as their
-    /// blocks and are multiplied with int8 activations; other matrices (16/32-bit, or a
-    /// fused projection whose parts have different types) are held as bf16.
+    /// The file's own types: quantized matrices (`Q4_0`, `Q4_1`, `Q8_0`, `Q4_K`, `Q5_K`,
+    /// `Q6_K`) stay as their blocks and are multiplied with int8 activations (a fused
+    /// projection whose parts have different types keeps each part's); 16/32-bit matrices
+    /// are held as bf16.
     Native,
 }
 
@@ -54,6 +55,9 @@ pub(crate) enum Store {
     F32(PackedMatrix<f32>),
     Bf16(PackedMatrix<bf16>),
     Quant(QuantMatrix),
+    /// Row blocks of different quantized types (a fused projection: Q4_K queries over
+    /// Q6_K values, as Q4_K_M files mix them), multiplied part by part.
+    Stacked(Vec<QuantMatrix>),
 }
 
 impl std::fmt::Debug for Matrix {
@@ -63,6 +67,7 @@ impl std::fmt::Debug for Matrix {
             Store::F32(_) => "f32",
             Store::Bf16(_) => "bf16",
             Store::Quant(q) => q.ty().name(),
+            Store::Stacked(_) => "mixed quantized",
         };
         write!(f, "Matrix[{}x{}, {dtype}]", self.rows(), self.cols())
     }
@@ -90,12 +95,24 @@ impl Matrix {
         }
     }
 
+    /// Row blocks of quantized matrices of different types, stacked (same columns).
+    pub(crate) fn stacked(parts: Vec<QuantMatrix>) -> Self {
+        assert!(
+            !parts.is_empty() && parts.iter().all(|p| p.cols() == parts[0].cols()),
+            "stacked parts share their columns"
+        );
+        Self {
+            store: Store::Stacked(parts),
+        }
+    }
+
     /// Rows (output features).
     pub fn rows(&self) -> usize {
         match &self.store {
             Store::F32(p) => p.rows(),
             Store::Bf16(p) => p.rows(),
             Store::Quant(q) => q.rows(),
+            Store::Stacked(parts) => parts.iter().map(QuantMatrix::rows).sum(),
         }
     }
 
@@ -105,6 +122,7 @@ impl Matrix {
             Store::F32(p) => p.cols(),
             Store::Bf16(p) => p.cols(),
             Store::Quant(q) => q.cols(),
+            Store::Stacked(parts) => parts[0].cols(),
         }
     }
 
@@ -118,6 +136,7 @@ impl Matrix {
             Store::F32(p) => p.bytes(),
             Store::Bf16(p) => p.bytes(),
             Store::Quant(q) => q.bytes(),
+            Store::Stacked(parts) => parts.iter().map(QuantMatrix::bytes).sum(),
         }
     }
 
@@ -128,6 +147,20 @@ impl Matrix {
             Store::F32(p) => p.row_into(r, out),
             Store::Bf16(p) => p.row_into(r, out),
             Store::Quant(q) => q.row_into(r, out),
+            Store::Stacked(parts) => {
+                let mut r = r;
+                let mut done = Err(pagedattn_kernels::KernelError::InvalidShape(format!(
+                    "row {r} past the stacked parts"
+                )));
+                for p in parts {
+                    if r < p.rows() {
+                        done = p.row_into(r, out);
+                        break;
+                    }
+                    r -= p.rows();
+                }
+                done
+            }
         };
         assert!(done.is_ok(), "{done:?}");
     }
@@ -233,22 +266,29 @@ impl Weights {
                 src.check(name, &[r, cols])?;
             }
             if dtype == WeightDType::Native {
-                // The parts' blocks stacked, if every part is stored in one quantized type.
-                let mut stacked: Option<(QuantType, Vec<u8>)> = None;
-                let mut all = true;
+                // Every part stored in a quantized type: kept as blocks (one matrix when the
+                // types agree, else one per part).
+                let mut blocks = Vec::with_capacity(parts.len());
                 for &(name, r) in parts {
-                    match (src.blocks(name, &[r, cols])?, &mut stacked) {
-                        (Some((ty, b)), None) => stacked = Some((ty, b)),
-                        (Some((ty, b)), Some((t0, acc))) if ty == *t0 => acc.extend_from_slice(&b),
-                        _ => {
-                            all = false;
-                            break;
-                        }
+                    match src.blocks(name, &[r, cols])? {
+                        Some(b) => blocks.push((r, b)),
+                        None => break,
                     }
                 }
-                if let (true, Some((ty, bytes))) = (all, stacked) {
-                    let rows = parts.iter().map(|p| p.1).sum();
-                    return Ok(Matrix::quantized(QuantMatrix::new(ty, rows, cols, &bytes)?));
+                if blocks.len() == parts.len() {
+                    let ty0 = blocks[0].1 .0;
+                    if blocks.iter().all(|(_, (ty, _))| *ty == ty0) {
+                        let rows = blocks.iter().map(|b| b.0).sum();
+                        let bytes: Vec<u8> = blocks.into_iter().flat_map(|(_, (_, b))| b).collect();
+                        return Ok(Matrix::quantized(QuantMatrix::new(
+                            ty0, rows, cols, &bytes,
+                        )?));
+                    }
+                    let parts = blocks
+                        .into_iter()
+                        .map(|(r, (ty, b))| QuantMatrix::new(ty, r, cols, &b))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    return Ok(Matrix::stacked(parts));
                 }
             }
             let rows: usize = parts.iter().map(|p| p.1).sum();
@@ -357,11 +397,8 @@ impl TensorSource for GgufSource<'_> {
 
     fn blocks(&self, name: TensorName, shape: &[usize]) -> Result<Option<(QuantType, Vec<u8>)>> {
         let t = self.find(name, shape)?;
-        let ty = match t.kind {
-            GgmlType::Q4_0 => QuantType::Q4_0,
-            GgmlType::Q4_1 => QuantType::Q4_1,
-            GgmlType::Q8_0 => QuantType::Q8_0,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 => return Ok(None),
+        let Some(ty) = t.kind.quant() else {
+            return Ok(None);
         };
         Ok(Some((ty, self.0.tensor_bytes(t).to_vec())))
     }

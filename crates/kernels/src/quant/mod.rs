@@ -15,11 +15,11 @@ mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use blocks::{QuantType, QK};
+pub use blocks::{QuantType, QK, QK_K};
 
 use crate::error::{KernelError, Result};
 use crate::isa::Isa;
-use blocks::{dequantize, group_block_bytes, pack, quantize_row, unpack_row, ActBlock, GROUP};
+use blocks::{dequantize, dequantize_packed_row, pack, quantize_row, ActBlock, GROUP};
 use rayon::prelude::*;
 use tile::Task;
 
@@ -51,16 +51,18 @@ impl std::fmt::Debug for QuantMatrix {
 }
 
 impl QuantMatrix {
-    /// Takes `data` as `rows` rows of `cols / 32` blocks of `ty` (the file's layout); `cols`
-    /// must be a positive multiple of 32 and `data` exactly that long.
+    /// Takes `data` as `rows` rows of whole blocks of `ty` (the file's layout); `cols` must
+    /// be a positive multiple of the block's values (32, or 256 for the k-quants) and `data`
+    /// exactly that long.
     pub fn new(ty: QuantType, rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
-        if cols == 0 || !cols.is_multiple_of(QK) {
+        let bv = ty.block_values();
+        if cols == 0 || !cols.is_multiple_of(bv) {
             return Err(KernelError::InvalidShape(format!(
-                "{} matrix: {cols} columns is not a positive multiple of {QK}",
+                "{} matrix: {cols} columns is not a positive multiple of {bv}",
                 ty.name()
             )));
         }
-        let expected = (cols / QK)
+        let expected = (cols / bv)
             .checked_mul(ty.block_bytes())
             .and_then(|r| r.checked_mul(rows))
             .ok_or_else(|| {
@@ -77,15 +79,21 @@ impl QuantMatrix {
             ty,
             rows,
             cols,
-            data: pack(ty, rows, cols / QK, data),
+            data: pack(ty, rows, cols / bv, data),
         })
     }
 
     /// Quantizes row-major f32 `data` (`rows * cols`) the way GGML's reference quantizers
     /// do: `Q8_0` `d = max|x| / 127`; `Q4_0` `d = x_absmax / -8` (signed), `q = x / d + 8`;
     /// `Q4_1` `d = (max - min) / 15`, `m = min`. For tests and random models; files bring
-    /// their own blocks.
+    /// their own blocks. The k-quants are read from files only.
     pub fn quantize(ty: QuantType, rows: usize, cols: usize, data: &[f32]) -> Result<Self> {
+        if ty.block_values() != QK {
+            return Err(KernelError::InvalidShape(format!(
+                "{} is read from files, not quantized here",
+                ty.name()
+            )));
+        }
         if data.len() != rows.saturating_mul(cols) {
             return Err(KernelError::LengthMismatch {
                 what: "matrix to quantize",
@@ -124,6 +132,7 @@ impl QuantMatrix {
                     let q = |v: f32| (v * inv + 8.5).clamp(0.0, 15.0) as u8;
                     out.extend((0..QK / 2).map(|j| q(x[j]) | (q(x[j + QK / 2]) << 4)));
                 }
+                QuantType::Q4K | QuantType::Q5K | QuantType::Q6K => unreachable!("refused above"),
                 QuantType::Q4_1 => {
                     let min = x.iter().copied().fold(f32::INFINITY, f32::min);
                     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -174,19 +183,23 @@ impl QuantMatrix {
                 actual: out.len(),
             });
         }
-        dequantize(
+        dequantize_packed_row(
             self.ty,
-            &unpack_row(self.ty, self.cols / QK, &self.data, r),
+            self.cols / self.ty.block_values(),
+            &self.data,
+            r,
             out,
         );
         Ok(())
     }
 }
 
-/// Dequantizes `bytes`, whole blocks of `ty`, into `out` (`out.len() / 32` blocks).
+/// Dequantizes `bytes`, whole blocks of `ty`, into `out` (`out.len()` values).
 pub fn dequantize_blocks(ty: QuantType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
-    let blocks = out.len() / QK;
-    if !out.len().is_multiple_of(QK) || Some(bytes.len()) != blocks.checked_mul(ty.block_bytes()) {
+    let blocks = out.len() / ty.block_values();
+    if !out.len().is_multiple_of(ty.block_values())
+        || Some(bytes.len()) != blocks.checked_mul(ty.block_bytes())
+    {
         return Err(KernelError::LengthMismatch {
             what: "quantized blocks",
             expected: blocks.saturating_mul(ty.block_bytes()),
@@ -321,7 +334,7 @@ pub(crate) fn qlinear_on(
     for (row, blocks) in x.chunks_exact(k).zip(xa.chunks_exact_mut(nb)) {
         quantize_row(row, blocks);
     }
-    let gb = nb * group_block_bytes(w.ty);
+    let gb = k / w.ty.block_values() * w.ty.unit_bytes();
     let threads = rayon::current_num_threads();
     if threads == 1 || m * n * k < PARALLEL_MIN_MACS {
         let mut out: Vec<&mut [f32]> = y.chunks_exact_mut(n).collect();

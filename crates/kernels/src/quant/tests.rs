@@ -1,5 +1,5 @@
 #![allow(clippy::needless_range_loop)] // block layouts are clearest by index
-use super::blocks::{dequantize, pack, quantize_row, unpack_row, ActBlock};
+use super::blocks::{dequantize, dequantize_packed_row, pack, quantize_row, ActBlock};
 use super::*;
 
 fn data(len: usize, seed: u64) -> Vec<f32> {
@@ -22,6 +22,47 @@ fn data(len: usize, seed: u64) -> Vec<f32> {
 }
 
 const TYPES: [QuantType; 3] = [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0];
+const ALL: [QuantType; 6] = [
+    QuantType::Q4_0,
+    QuantType::Q4_1,
+    QuantType::Q8_0,
+    QuantType::Q4K,
+    QuantType::Q5K,
+    QuantType::Q6K,
+];
+
+/// `rows` rows of `nb` blocks of `ty` in the file's layout: random codes and scale bytes,
+/// with the f16 scales set to finite values of a weight's size.
+fn random_blocks(ty: QuantType, rows: usize, nb: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(3);
+    let mut next = move || {
+        s = s
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (s >> 33) as u32
+    };
+    let bb = ty.block_bytes();
+    let mut out: Vec<u8> = (0..rows * nb * bb).map(|_| next() as u8).collect();
+    let mut f16_at = |b: &mut [u8], at: usize, lo: f32, hi: f32| {
+        let u = (next() % 1000) as f32 / 1000.0;
+        b[at..at + 2].copy_from_slice(&half::f16::from_f32(lo + (hi - lo) * u).to_le_bytes());
+    };
+    for b in out.chunks_exact_mut(bb) {
+        match ty {
+            QuantType::Q4_0 | QuantType::Q8_0 => f16_at(b, 0, -0.02, 0.02),
+            QuantType::Q4_1 => {
+                f16_at(b, 0, 0.0, 0.02);
+                f16_at(b, 2, -0.2, 0.0);
+            }
+            QuantType::Q4K | QuantType::Q5K => {
+                f16_at(b, 0, 0.0, 0.002);
+                f16_at(b, 2, 0.0, 0.002);
+            }
+            QuantType::Q6K => f16_at(b, 208, 0.0, 0.001),
+        }
+    }
+    out
+}
 
 /// For each output: the f64 product of the dequantized weights with (a) `x` itself and
 /// (b) `x` after int8 block quantization, and the bound on |a - product| that the
@@ -195,7 +236,7 @@ fn quantizing_round_trips_within_half_a_step() {
                 let step = match ty {
                     QuantType::Q8_0 => amax / 127.0,
                     QuantType::Q4_1 => 2.0 * amax / 15.0,
-                    QuantType::Q4_0 => 2.0 * amax / 8.0,
+                    _ => 2.0 * amax / 8.0,
                 };
                 for (g, w) in got.iter().zip(want) {
                     assert!(
@@ -233,19 +274,46 @@ fn a_non_finite_activation_gives_nan_not_garbage() {
 }
 
 #[test]
-fn packing_keeps_every_byte_and_unpacks_to_the_file_layout() {
-    for ty in TYPES {
+fn packed_rows_dequantize_to_the_file_layout_values() {
+    for ty in ALL {
         for rows in [1, 7, 8, 9, 17] {
-            let nb = 3;
-            let file: Vec<u8> = (0..rows * nb * ty.block_bytes())
-                .map(|i| u8::try_from(i * 31 % 251).unwrap())
-                .collect();
+            let nb = 2;
+            let file = random_blocks(ty, rows, nb, rows as u64);
             let packed = pack(ty, rows, nb, &file);
-            assert_eq!(packed.len(), rows.div_ceil(8) * 8 * nb * ty.block_bytes());
+            assert_eq!(packed.len(), rows.div_ceil(8) * nb * ty.unit_bytes());
+            let (bb, bv) = (ty.block_bytes(), ty.block_values());
             for r in 0..rows {
-                let row = unpack_row(ty, nb, &packed, r);
-                let bb = nb * ty.block_bytes();
-                assert_eq!(row, file[r * bb..(r + 1) * bb], "{ty:?} row {r} of {rows}");
+                let mut want = vec![0.0; nb * bv];
+                dequantize(ty, &file[r * nb * bb..(r + 1) * nb * bb], &mut want);
+                let mut got = vec![f32::NAN; nb * bv];
+                dequantize_packed_row(ty, nb, &packed, r, &mut got);
+                assert_eq!(got, want, "{ty:?} row {r} of {rows}");
+            }
+        }
+    }
+}
+
+#[test]
+fn k_quants_from_random_blocks_match_the_f64_product_on_every_path() {
+    for ty in [QuantType::Q4K, QuantType::Q5K, QuantType::Q6K] {
+        for &(m, n, nb) in &[(1, 8, 1), (3, 13, 2), (9, 16, 1), (5, 24, 3)] {
+            let k = nb * QK_K;
+            let w = QuantMatrix::new(ty, n, k, &random_blocks(ty, n, nb, 9)).unwrap();
+            let x = data(m * k, 10);
+            let (exact, quantized, bound) = reference(&w, &x);
+            for path in QPath::available() {
+                let mut y = vec![f32::NAN; m * n];
+                qlinear_on(path, &x, &w, &mut y, false).unwrap();
+                for (i, &got) in y.iter().enumerate() {
+                    let got = f64::from(got);
+                    let tol = 1e-5 * (1.0 + quantized[i].abs()) + 1e-4 * bound[i];
+                    assert!(
+                        (got - quantized[i]).abs() <= tol,
+                        "{ty:?} {path:?} {m}x{n}x{k} [{i}]: {got} vs {} (int8 x)",
+                        quantized[i]
+                    );
+                    assert!((got - exact[i]).abs() <= bound[i] * 1.001 + 1e-5);
+                }
             }
         }
     }

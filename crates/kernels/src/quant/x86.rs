@@ -4,13 +4,15 @@
 //! checked ([`super::QPath::is_available`]); every `unsafe` relies on that.
 
 use super::blocks::{QuantType, GROUP};
-use super::tile::{run, type_code, QLanes, Task, T_Q4_0, T_Q4_1};
+use super::tile::{dispatch_type, run, QLanes, Task};
 use std::arch::x86_64::{
     __m256, __m256i, _mm256_abs_epi8, _mm256_add_epi32, _mm256_and_si256, _mm256_cvtepi32_ps,
-    _mm256_cvtph_ps, _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16,
-    _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8,
-    _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8, _mm256_srli_epi16,
-    _mm256_storeu_ps, _mm256_sub_epi32, _mm256_xor_si256, _mm_loadu_si128,
+    _mm256_cvtepi8_epi32, _mm256_cvtepu8_epi32, _mm256_cvtph_ps, _mm256_dpbusd_epi32,
+    _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
+    _mm256_or_si256, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps,
+    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8, _mm256_sll_epi16, _mm256_srl_epi16,
+    _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_xor_si256, _mm_cvtsi32_si128,
+    _mm_loadl_epi64, _mm_loadu_si128,
 };
 
 macro_rules! common_ops {
@@ -42,6 +44,39 @@ macro_rules! common_ops {
         fn nib_hi(self, v: __m256i) -> __m256i {
             // SAFETY: AVX2 by the token.
             unsafe { _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f)) }
+        }
+        #[inline(always)]
+        fn merge_high(self, v: __m256i, h: __m256i, from: u32, bits: u32) -> __m256i {
+            // 16-bit shifts move bit `from` of each byte to bit 4 without crossing into
+            // the wanted bits of the other byte (from <= 7, from + bits <= 8); the mask
+            // drops what did cross.
+            let mask = (((1u32 << bits) - 1) << 4) as i8;
+            // SAFETY: AVX2 by the token.
+            unsafe {
+                let moved = if from <= 4 {
+                    _mm256_sll_epi16(h, _mm_cvtsi32_si128((4 - from) as i32))
+                } else {
+                    _mm256_srl_epi16(h, _mm_cvtsi32_si128((from - 4) as i32))
+                };
+                _mm256_or_si256(v, _mm256_and_si256(moved, _mm256_set1_epi8(mask)))
+            }
+        }
+        #[inline(always)]
+        fn sub_i(self, acc: __m256i, k: i32) -> __m256i {
+            // SAFETY: AVX2 by the token.
+            unsafe { _mm256_sub_epi32(acc, _mm256_set1_epi32(k)) }
+        }
+        #[inline(always)]
+        fn bytes_u(self, b: &[u8]) -> __m256 {
+            assert!(b.len() >= 8);
+            // SAFETY: 8 readable bytes checked above; AVX2 by the token.
+            unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(b.as_ptr().cast()))) }
+        }
+        #[inline(always)]
+        fn bytes_s(self, b: &[u8]) -> __m256 {
+            assert!(b.len() >= 8);
+            // SAFETY: 8 readable bytes checked above; AVX2 by the token.
+            unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().cast()))) }
         }
         #[inline(always)]
         fn scales(self, b: &[u8]) -> __m256 {
@@ -155,22 +190,12 @@ impl QLanes for VnniQ {
 /// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn run_avx2(ty: QuantType, t: &mut Task) {
-    let q = Avx2Q(());
-    match type_code(ty) {
-        T_Q4_0 => run::<_, T_Q4_0, 4>(q, t),
-        T_Q4_1 => run::<_, T_Q4_1, 4>(q, t),
-        _ => run::<_, { super::tile::T_Q8_0 }, 4>(q, t),
-    }
+    dispatch_type!(ty, run, Avx2Q(()), 4, t);
 }
 
 /// # Safety
 /// The CPU must have AVX2, FMA, F16C, AVX-512F/VL and AVX-512 VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(crate) unsafe fn run_vnni(ty: QuantType, t: &mut Task) {
-    let q = VnniQ(());
-    match type_code(ty) {
-        T_Q4_0 => run::<_, T_Q4_0, 8>(q, t),
-        T_Q4_1 => run::<_, T_Q4_1, 8>(q, t),
-        _ => run::<_, { super::tile::T_Q8_0 }, 8>(q, t),
-    }
+    dispatch_type!(ty, run, VnniQ(()), 8, t);
 }
