@@ -2,6 +2,7 @@
 
 mod bench_kernels;
 mod bench_kv;
+mod bench_model;
 mod bench_serve;
 mod flags;
 mod generate;
@@ -48,6 +49,9 @@ enum Bench {
     Kernels(bench_kernels::KernelsArgs),
     /// Block manager vs contiguous allocator on a synthetic serving workload (no model).
     Kv(bench_kv::KvArgs),
+    /// The model step, as llama-bench measures it: prefill (pp128, pp512) and decode at
+    /// batch 1, 4 and 16 (tg128), tokens/s.
+    Model(bench_model::ModelArgs),
 }
 
 /// Log lines to stderr (`RUST_LOG` filters; default: info).
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
                 Bench::Serve(args) => bench_serve::run(args),
                 Bench::Kernels(args) => bench_kernels::run(args),
                 Bench::Kv(args) => bench_kv::run(args),
+                Bench::Model(args) => bench_model::run(args),
             },
             2,
         ),

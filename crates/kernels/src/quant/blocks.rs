@@ -409,11 +409,15 @@ pub(crate) struct ActBlock {
 /// Quantizes `x` (a multiple of [`QK`] long) block by block: `d = max|x| / 127`, each value
 /// rounded to the nearest multiple of `d`. A block of zeros gets `d = 0`; a block holding a
 /// non-finite value gets a NaN scale and sum, so the product is NaN as the f32 path's is.
+/// Written to vectorize: compiled once as is and once with AVX2 ([`quantize_row_avx2`]).
+#[inline(always)]
 pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
+    // Round to nearest (ties to even) by adding and subtracting 1.5 * 2^23 (`f32::round`
+    // is a library call without SSE4.1).
     const MAGIC: f32 = 12_582_912.0;
     for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let nonfinite = xs.iter().any(|v| !v.is_finite());
+        let nonfinite = xs.iter().fold(false, |bad, v| bad | !v.is_finite());
         if nonfinite {
             *b = ActBlock {
                 d: f32::NAN,
@@ -426,22 +430,37 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
         }
         let d = amax / 127.0;
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        // Round to nearest (ties to even) by adding and subtracting 1.5 * 2^23, which
-        // vectorizes with baseline SSE2 (`f32::round` is a library call there).
-        let mut sum = 0i32;
-        for (q, &v) in b.q.iter_mut().zip(xs) {
-            // |v * inv| <= 127 (up to rounding of inv): the cast saturates, never wraps.
+        let mut q = [0i32; QK];
+        for (q, &v) in q.iter_mut().zip(xs) {
+            let r = ((v * inv + MAGIC) - MAGIC).clamp(-127.0, 127.0);
+            // SAFETY: `r` is finite (the block was checked) and within [-127, 127].
+            *q = unsafe { r.to_int_unchecked::<i32>() };
+        }
+        let lo: i32 = q[..QK / 2].iter().sum();
+        let sum = lo + q[QK / 2..].iter().sum::<i32>();
+        for (o, &v) in b.q.iter_mut().zip(&q) {
+            // In [-127, 127]: the cast is exact.
             #[allow(clippy::cast_possible_truncation)]
-            let r = ((v * inv + MAGIC) - MAGIC).clamp(-127.0, 127.0) as i8;
-            *q = r;
-            sum += i32::from(r);
+            {
+                *o = v as i8;
+            }
         }
         b.d = d;
         b.qsum = sum;
-        b.qsum_lo = b.q[..QK / 2].iter().map(|&q| i32::from(q)).sum();
+        b.qsum_lo = lo;
         #[allow(clippy::cast_precision_loss)] // |sum| <= 32 * 127
         {
             b.s = d * sum as f32;
         }
     }
+}
+
+/// [`quantize_row`] compiled with AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn quantize_row_avx2(x: &[f32], out: &mut [ActBlock]) {
+    quantize_row(x, out);
 }

@@ -25,6 +25,8 @@ use tile::Task;
 
 /// Below this many multiply-adds a call runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 16;
+/// Below this many activation values they are quantized on the calling thread.
+const PARALLEL_MIN_QUANTIZE: usize = 1 << 13;
 
 /// A `[rows, cols]` matrix of quantized blocks. Made from the layout of a GGUF tensor
 /// (row-major, each row `cols / 32` blocks, `cols` its first dimension) and held with its
@@ -331,8 +333,20 @@ pub(crate) fn qlinear_on(
     }
     let nb = k / QK;
     let mut xa = vec![ActBlock::default(); m * nb];
-    for (row, blocks) in x.chunks_exact(k).zip(xa.chunks_exact_mut(nb)) {
-        quantize_row(row, blocks);
+    let quantize = |x: &[f32], out: &mut [ActBlock]| match path {
+        // SAFETY: both paths imply AVX2 and FMA (checked when the path was chosen).
+        #[cfg(target_arch = "x86_64")]
+        QPath::Avx2 | QPath::Vnni => unsafe { blocks::quantize_row_avx2(x, out) },
+        QPath::Scalar => quantize_row(x, out),
+    };
+    if m * k >= PARALLEL_MIN_QUANTIZE {
+        x.par_chunks(k)
+            .zip(xa.par_chunks_mut(nb))
+            .for_each(|(row, blocks)| quantize(row, blocks));
+    } else {
+        for (row, blocks) in x.chunks_exact(k).zip(xa.chunks_exact_mut(nb)) {
+            quantize(row, blocks);
+        }
     }
     let gb = k / w.ty.block_values() * w.ty.unit_bytes();
     let threads = rayon::current_num_threads();

@@ -197,5 +197,5 @@ pub(crate) unsafe fn run_avx2(ty: QuantType, t: &mut Task) {
 /// The CPU must have AVX2, FMA, F16C, AVX-512F/VL and AVX-512 VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(crate) unsafe fn run_vnni(ty: QuantType, t: &mut Task) {
-    dispatch_type!(ty, run, VnniQ(()), 8, t);
+    dispatch_type!(ty, run, VnniQ(()), 4, t);
 }
