@@ -100,7 +100,7 @@ pub fn run(args: &ModelArgs) -> Result<()> {
     if args.batch.is_empty() || args.batch.iter().any(|&b| b == 0 || b > 256) {
         bail!("--batch sizes must be 1 to 256, not {:?}", args.batch);
     }
-    if args.prefill.iter().any(|&n| n == 0) {
+    if args.prefill.contains(&0) {
         bail!("--prefill lengths must be >= 1, not {:?}", args.prefill);
     }
     let threads = args
@@ -241,9 +241,7 @@ impl<'m> Bench<'m> {
             })
             .collect();
         let vocab = u32::try_from(c.vocab_size).unwrap_or(u32::MAX);
-        let tokens = (0..len as u32 + 1)
-            .map(|i| (i * 7919 + 13) % vocab)
-            .collect();
+        let tokens = (0..=len as u32).map(|i| (i * 7919 + 13) % vocab).collect();
         Ok(Self {
             model,
             cache,

@@ -136,8 +136,9 @@ fn run_in_pool(
         } else {
             "give a longer text".to_string()
         };
+        let plural = if n == 1 { "" } else { "s" };
         bail!(
-            "{} has {n} tokens, fewer than one window of --ctx {ctx}; {hint}",
+            "{} has {n} token{plural}, fewer than one window of --ctx {ctx}; {hint}",
             args.file.display()
         );
     }

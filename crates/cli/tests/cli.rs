@@ -475,6 +475,11 @@ const PROSE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/prose.txt")
 
 #[test]
 fn perplexity_of_english_prose_on_the_real_model() {
+    // A missing model fails the test (the README's test command fetches it first).
+    assert!(
+        std::path::Path::new(MODEL).exists(),
+        "{MODEL} is missing: run scripts/fetch-model.sh"
+    );
     let out = pagedattn(&[
         "perplexity",
         "--model",
@@ -519,6 +524,13 @@ fn perplexity_of_english_prose_on_the_real_model() {
     );
 }
 
+/// `pagedattn perplexity` on the real model with `file` and `more` flags.
+fn ppl<'a>(file: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["perplexity", "--model", MODEL, "--file", file];
+    v.extend_from_slice(more);
+    v
+}
+
 #[test]
 fn perplexity_errors_are_one_line_and_exit_1() {
     let dir = std::env::temp_dir().join(format!("pa-cli-ppl-{}", std::process::id()));
@@ -531,13 +543,14 @@ fn perplexity_errors_are_one_line_and_exit_1() {
         "The lighthouse stood at the end of a narrow spit of rock.",
     )
     .unwrap();
-    let (latin1, short) = (latin1.to_str().unwrap(), short.to_str().unwrap());
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let (latin1, short, empty) = (
+        latin1.to_str().unwrap(),
+        short.to_str().unwrap(),
+        empty.to_str().unwrap(),
+    );
     let missing = "/nonexistent/text.txt";
-    let ppl = |file: &str, more: &[&'static str]| {
-        let mut v = vec!["perplexity", "--model", MODEL, "--file", file];
-        v.extend_from_slice(more);
-        v
-    };
     for (args, says) in [
         (ppl(missing, &[]), "cannot read /nonexistent/text.txt"),
         (
@@ -546,7 +559,11 @@ fn perplexity_errors_are_one_line_and_exit_1() {
         ),
         (
             ppl(short, &["--ctx", "64"]),
-            "fewer than one window of --ctx 64; --ctx 12 would fit",
+            "has 13 tokens, fewer than one window of --ctx 64; --ctx 12 would fit",
+        ),
+        (
+            ppl(empty, &[]),
+            "has 0 tokens, fewer than one window of --ctx 512; give a longer text",
         ),
         (
             ppl(PROSE, &["--ctx", "63"]),
@@ -584,4 +601,89 @@ fn perplexity_errors_are_one_line_and_exit_1() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_model_reports_consistent_speeds_for_each_weight_type() {
+    let dir = std::env::temp_dir().join(format!("pa-cli-bm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for weights in ["native", "bf16"] {
+        let json = dir.join(format!("{weights}.json"));
+        let out = pagedattn(&[
+            "bench",
+            "model",
+            "--model",
+            MODEL,
+            "--weights",
+            weights,
+            "--batch",
+            "1,3",
+            "--prefill",
+            "16,40",
+            "--reps",
+            "2",
+            "--threads",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for test in ["pp16", "pp40", "tg128", "tg128 x3"] {
+            assert!(stdout.lines().any(|l| l.starts_with(test)), "{stdout}");
+        }
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(r["weights"], weights);
+        assert_eq!(r["machine"]["threads"], 2);
+        let decode = r["decode"].as_array().unwrap();
+        let prefill = r["prefill"].as_array().unwrap();
+        assert_eq!(
+            decode
+                .iter()
+                .map(|d| d["batch"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert_eq!(
+            prefill
+                .iter()
+                .map(|p| p["tokens"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [16, 40]
+        );
+        for t in decode.iter().chain(prefill) {
+            let (v, sd) = (
+                t["tokens_per_s"].as_f64().unwrap(),
+                t["stddev"].as_f64().unwrap(),
+            );
+            assert!(v.is_finite() && v > 0.0 && sd >= 0.0 && sd < v, "{t}");
+        }
+        // The native file is 92 MiB as stored; bf16 doubles most of it.
+        let bytes = r["weight_bytes"].as_f64().unwrap() / f64::from(1 << 20);
+        let want = if weights == "native" {
+            85.0..100.0
+        } else {
+            240.0..270.0
+        };
+        assert!(want.contains(&bytes), "{weights}: {bytes} MiB");
+    }
+    for (args, says) in [
+        (vec!["--reps", "0"], "--reps"),
+        (vec!["--batch", "0"], "--batch"),
+        (vec!["--prefill", "0"], "--prefill"),
+        (vec!["--prefill", "9000"], "context"),
+        (vec!["--weights", "q4"], "--weights"),
+        (vec!["--threads", "0"], "--threads"),
+    ] {
+        let mut a = vec!["bench", "model", "--model", MODEL];
+        a.extend(args.iter().copied());
+        let out = pagedattn(&a);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(one_line_error(&out).contains(says), "{args:?}");
+    }
 }
