@@ -366,13 +366,79 @@ fn run_one<T: KvElem, S: KvSource<T>>(
         // SAFETY: `check_call` returned this ISA only after `is_available()` confirmed the
         // CPU has every feature the entry function is compiled with.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { crate::isa::avx512::run_unit(ctx, src, unit, scratch, out) },
+        Isa::Avx512 => unsafe { run_unit_avx512(ctx, src, unit, scratch, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { crate::isa::avx2::run_unit(ctx, src, unit, scratch, out) },
+        Isa::Avx2 => unsafe { run_unit_avx2(ctx, src, unit, scratch, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { crate::isa::neon::run_unit(ctx, src, unit, scratch, out) },
-        _ => crate::isa::scalar::run_unit(ctx, src, unit, scratch, out),
+        Isa::Neon => unsafe { run_unit_neon(ctx, src, unit, scratch, out) },
+        _ => run_unit_scalar(ctx, src, unit, scratch, out),
     }
+}
+
+/// Runs one work unit with Avx2.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C (`Isa::Avx2.is_available()`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn run_unit_avx2<T: KvElem, S: KvSource<T>>(
+    ctx: &RunCtx<'_>,
+    src: &S,
+    unit: &Unit,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::avx2::Avx2::new() };
+    crate::tile::run_unit::<_, T, S, 8>(l, ctx, src, unit, scratch, out);
+}
+
+/// Runs one work unit with Avx512.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL, AVX2, FMA and F16C (`Isa::Avx512.is_available()`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn run_unit_avx512<T: KvElem, S: KvSource<T>>(
+    ctx: &RunCtx<'_>,
+    src: &S,
+    unit: &Unit,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::avx512::Avx512::new() };
+    crate::tile::run_unit::<_, T, S, 16>(l, ctx, src, unit, scratch, out);
+}
+
+/// Runs one work unit with Neon.
+///
+/// # Safety
+/// The CPU must have NEON (`Isa::Neon.is_available()`).
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn run_unit_neon<T: KvElem, S: KvSource<T>>(
+    ctx: &RunCtx<'_>,
+    src: &S,
+    unit: &Unit,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::neon::Neon::new() };
+    crate::tile::run_unit::<_, T, S, 8>(l, ctx, src, unit, scratch, out);
+}
+
+/// Runs one work unit on the scalar path.
+fn run_unit_scalar<T: KvElem, S: KvSource<T>>(
+    ctx: &RunCtx<'_>,
+    src: &S,
+    unit: &Unit,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    let l = crate::isa::scalar::Scalar::token();
+    crate::tile::run_unit::<_, T, S, 4>(l, ctx, src, unit, scratch, out);
 }

@@ -144,14 +144,14 @@ fn run_panels<T: KvElem>(
         // SAFETY: `linear` checked `is_available()`, so the CPU has every feature the entry
         // function is compiled with.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { crate::isa::avx512::linear_panels(xp, k, w, out, accumulate) },
+        Isa::Avx512 => unsafe { panels_avx512(xp, k, w, out, accumulate) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { crate::isa::avx2::linear_panels(xp, k, w, out, accumulate) },
+        Isa::Avx2 => unsafe { panels_avx2(xp, k, w, out, accumulate) },
         // SAFETY: as above.
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { crate::isa::neon::linear_panels(xp, k, w, out, accumulate) },
-        _ => crate::isa::scalar::linear_panels(xp, k, w, out, accumulate),
+        Isa::Neon => unsafe { panels_neon(xp, k, w, out, accumulate) },
+        _ => panels_scalar(xp, k, w, out, accumulate),
     }
 }
 
@@ -293,6 +293,72 @@ fn step<L: Lanes, T: KvElem, const R: usize, const NV: usize>(
             acc[a][v] = l.fma(xv, wv[v], acc[a][v]);
         }
     }
+}
+
+/// Linear-layer panel task with Avx2.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C (`Isa::Avx2.is_available()`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn panels_avx2<T: KvElem>(
+    xp: &[f32],
+    k: usize,
+    w: &[T],
+    out: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::avx2::Avx2::new() };
+    panels::<_, T, MR_AVX2, 2>(l, xp, k, w, out, accumulate);
+}
+
+/// Linear-layer panel task with Avx512.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL, AVX2, FMA and F16C (`Isa::Avx512.is_available()`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn panels_avx512<T: KvElem>(
+    xp: &[f32],
+    k: usize,
+    w: &[T],
+    out: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::avx512::Avx512::new() };
+    panels::<_, T, MR_AVX512, 2>(l, xp, k, w, out, accumulate);
+}
+
+/// Linear-layer panel task with Neon.
+///
+/// # Safety
+/// The CPU must have NEON (`Isa::Neon.is_available()`).
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn panels_neon<T: KvElem>(
+    xp: &[f32],
+    k: usize,
+    w: &[T],
+    out: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::neon::Neon::new() };
+    panels::<_, T, MR_NEON, 4>(l, xp, k, w, out, accumulate);
+}
+
+/// Linear-layer panel task on the scalar path.
+fn panels_scalar<T: KvElem>(
+    xp: &[f32],
+    k: usize,
+    w: &[T],
+    out: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    let l = crate::isa::scalar::Scalar::token();
+    panels::<_, T, MR_SCALAR, 4>(l, xp, k, w, out, accumulate);
 }
 
 #[cfg(test)]

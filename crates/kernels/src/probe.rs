@@ -56,7 +56,7 @@ pub fn fma_peak_gflops(isa: Isa, seconds: f64) -> Result<f64> {
     check(isa)?;
     let run = |iters: usize| {
         let t = Instant::now();
-        let r = crate::isa::dispatch_fma(isa, iters);
+        let r = dispatch_fma(isa, iters);
         std::hint::black_box(r);
         t.elapsed().as_secs_f64()
     };
@@ -71,5 +71,121 @@ pub fn fma_peak_gflops(isa: Isa, seconds: f64) -> Result<f64> {
 /// Sums `data` with `isa` (one thread); callers time it to measure read bandwidth.
 pub fn sum_f32(isa: Isa, data: &[f32]) -> Result<f32> {
     check(isa)?;
-    Ok(crate::isa::dispatch_sum(isa, data))
+    Ok(dispatch_sum(isa, data))
+}
+
+/// Runs the FMA probe on `isa` (which the caller checked is available).
+pub(crate) fn dispatch_fma(isa: Isa, iters: usize) -> f32 {
+    match isa {
+        // SAFETY: callers pass only ISAs for which `is_available()` returned true.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { fma_avx512(iters) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { fma_avx2(iters) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { fma_neon(iters) },
+        _ => fma_scalar(iters),
+    }
+}
+
+/// Runs the read probe on `isa` (which the caller checked is available).
+pub(crate) fn dispatch_sum(isa: Isa, data: &[f32]) -> f32 {
+    match isa {
+        // SAFETY: callers pass only ISAs for which `is_available()` returned true.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { sum_avx512(data) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { sum_avx2(data) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { sum_neon(data) },
+        _ => sum_scalar(data),
+    }
+}
+
+/// FMA throughput probe with Avx2.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C (`Isa::Avx2.is_available()`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fma_avx2(iters: usize) -> f32 {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::avx2::Avx2::new() };
+    fma_loop(l, iters, 1.0)
+}
+
+/// FMA throughput probe with Avx512.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL, AVX2, FMA and F16C (`Isa::Avx512.is_available()`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn fma_avx512(iters: usize) -> f32 {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::avx512::Avx512::new() };
+    fma_loop(l, iters, 1.0)
+}
+
+/// FMA throughput probe with Neon.
+///
+/// # Safety
+/// The CPU must have NEON (`Isa::Neon.is_available()`).
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn fma_neon(iters: usize) -> f32 {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::neon::Neon::new() };
+    fma_loop(l, iters, 1.0)
+}
+
+/// FMA throughput probe on the scalar path.
+fn fma_scalar(iters: usize) -> f32 {
+    let l = crate::isa::scalar::Scalar::token();
+    fma_loop(l, iters, 1.0)
+}
+
+/// Streaming-read probe with Avx2.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C (`Isa::Avx2.is_available()`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sum_avx2(data: &[f32]) -> f32 {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::avx2::Avx2::new() };
+    sum_loop(l, data)
+}
+
+/// Streaming-read probe with Avx512.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL, AVX2, FMA and F16C (`Isa::Avx512.is_available()`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn sum_avx512(data: &[f32]) -> f32 {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::avx512::Avx512::new() };
+    sum_loop(l, data)
+}
+
+/// Streaming-read probe with Neon.
+///
+/// # Safety
+/// The CPU must have NEON (`Isa::Neon.is_available()`).
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn sum_neon(data: &[f32]) -> f32 {
+    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
+    let l = unsafe { crate::isa::neon::Neon::new() };
+    sum_loop(l, data)
+}
+
+/// Streaming-read probe on the scalar path.
+fn sum_scalar(data: &[f32]) -> f32 {
+    let l = crate::isa::scalar::Scalar::token();
+    sum_loop(l, data)
 }

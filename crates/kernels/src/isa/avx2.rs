@@ -1,10 +1,6 @@
 //! AVX2 + FMA path: 8 f32 lanes; f16 widened with F16C `vcvtph2ps`, bf16 by a shift.
 
 use super::{widen_tail, Lanes};
-use crate::dtype::KvElem;
-use crate::schedule::Unit;
-use crate::source::KvSource;
-use crate::tile::{RunCtx, Scratch};
 use std::arch::x86_64::{
     __m256, _mm256_add_epi32, _mm256_add_ps, _mm256_blendv_ps, _mm256_castps256_ps128,
     _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_cvtepu16_epi32, _mm256_cvtph_ps, _mm256_cvtps_epi32,
@@ -21,6 +17,18 @@ use std::arch::x86_64::{
 /// relies on that.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2(());
+
+impl Avx2 {
+    /// The token.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (`Isa::Avx2.is_available()`), and the caller must be a
+    /// `#[target_feature(enable = "avx2,fma,f16c")]` entry, so that the generic code it runs with
+    /// the token is compiled with those features.
+    pub(crate) const unsafe fn new() -> Self {
+        Self(())
+    }
+}
 
 impl Lanes for Avx2 {
     const W: usize = 8;
@@ -212,60 +220,4 @@ impl Lanes for Avx2 {
             off += 64;
         }
     }
-}
-
-/// Runs one work unit with AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C (`Isa::Avx2.is_available()`).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn run_unit<T: KvElem, S: KvSource<T>>(
-    ctx: &RunCtx<'_>,
-    src: &S,
-    unit: &Unit,
-    scratch: &mut Scratch,
-    out: &mut [f32],
-) {
-    crate::tile::run_unit::<_, T, S, 8>(Avx2(()), ctx, src, unit, scratch, out);
-}
-
-/// FMA throughput probe with Avx2.
-///
-/// # Safety
-/// Same CPU requirements as [`run_unit`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn fma_loop(iters: usize) -> f32 {
-    crate::probe::fma_loop(Avx2(()), iters, 1.0)
-}
-
-/// Streaming-read probe with Avx2.
-///
-/// # Safety
-/// Same CPU requirements as [`run_unit`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn sum(data: &[f32]) -> f32 {
-    crate::probe::sum_loop(Avx2(()), data)
-}
-
-/// Linear-layer panel task with Avx2 (see `crate::linear`): `crate::linear::MR_AVX2` rows
-/// by 2 vectors per register block.
-///
-/// # Safety
-/// Same CPU requirements as [`run_unit`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn linear_panels<T: KvElem>(
-    xp: &[f32],
-    k: usize,
-    w: &[T],
-    out: &mut [&mut [f32]],
-    accumulate: bool,
-) {
-    crate::linear::panels::<_, T, { crate::linear::MR_AVX2 }, 2>(
-        Avx2(()),
-        xp,
-        k,
-        w,
-        out,
-        accumulate,
-    );
 }

@@ -1,10 +1,6 @@
 //! AVX-512 path: 16 f32 lanes; f16 widened with `vcvtph2ps`, bf16 by a 16-bit shift.
 
 use super::{widen_tail, Lanes};
-use crate::dtype::KvElem;
-use crate::schedule::Unit;
-use crate::source::KvSource;
-use crate::tile::{RunCtx, Scratch};
 use std::arch::x86_64::{
     __m512, __mmask16, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_castps512_ps128,
     _mm512_castsi512_ps, _mm512_cmp_ps_mask, _mm512_cvtepu16_epi32, _mm512_cvtph_ps,
@@ -22,6 +18,18 @@ use std::arch::x86_64::{
 /// `unsafe` below relies on that.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512(());
+
+impl Avx512 {
+    /// The token.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F/BW/VL, AVX2, FMA and F16C (`Isa::Avx512.is_available()`), and the caller must be a
+    /// `#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]` entry, so that the generic code it runs with
+    /// the token is compiled with those features.
+    pub(crate) const unsafe fn new() -> Self {
+        Self(())
+    }
+}
 
 impl Lanes for Avx512 {
     const W: usize = 16;
@@ -257,60 +265,4 @@ impl Lanes for Avx512 {
             off += 64;
         }
     }
-}
-
-/// Runs one work unit with AVX-512.
-///
-/// # Safety
-/// The CPU must support AVX-512F/BW/VL, AVX2, FMA and F16C (`Isa::Avx512.is_available()`).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(crate) unsafe fn run_unit<T: KvElem, S: KvSource<T>>(
-    ctx: &RunCtx<'_>,
-    src: &S,
-    unit: &Unit,
-    scratch: &mut Scratch,
-    out: &mut [f32],
-) {
-    crate::tile::run_unit::<_, T, S, 16>(Avx512(()), ctx, src, unit, scratch, out);
-}
-
-/// FMA throughput probe with Avx512.
-///
-/// # Safety
-/// Same CPU requirements as [`run_unit`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(crate) unsafe fn fma_loop(iters: usize) -> f32 {
-    crate::probe::fma_loop(Avx512(()), iters, 1.0)
-}
-
-/// Streaming-read probe with Avx512.
-///
-/// # Safety
-/// Same CPU requirements as [`run_unit`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(crate) unsafe fn sum(data: &[f32]) -> f32 {
-    crate::probe::sum_loop(Avx512(()), data)
-}
-
-/// Linear-layer panel task with Avx512 (see `crate::linear`): `crate::linear::MR_AVX512` rows
-/// by 2 vectors per register block.
-///
-/// # Safety
-/// Same CPU requirements as [`run_unit`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(crate) unsafe fn linear_panels<T: KvElem>(
-    xp: &[f32],
-    k: usize,
-    w: &[T],
-    out: &mut [&mut [f32]],
-    accumulate: bool,
-) {
-    crate::linear::panels::<_, T, { crate::linear::MR_AVX512 }, 2>(
-        Avx512(()),
-        xp,
-        k,
-        w,
-        out,
-        accumulate,
-    );
 }

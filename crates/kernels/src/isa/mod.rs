@@ -2,7 +2,7 @@
 //!
 //! The kernels are written once, generically over [`Lanes`] — a handful of vector
 //! operations — and compiled once per instruction set inside a `#[target_feature]` entry
-//! function (`avx512::run_unit`, `avx2::run_unit`, ...). Everything between that entry and
+//! function (`attention.rs`'s `run_unit_avx512`, `run_unit_avx2`, ...). Everything between that entry and
 //! the intrinsics is `#[inline(always)]`, so the generic code is compiled with the entry's
 //! features. A `Lanes` value is a zero-sized token that only those entry functions create,
 //! after the CPU was checked; holding one is the proof that its intrinsics may run.
@@ -274,38 +274,6 @@ pub(crate) fn widen_tail(src: &[u16], dst: &mut [f32], bf16: bool) {
         } else {
             half::f16::from_bits(s).to_f32()
         };
-    }
-}
-
-/// Runs the FMA probe on `isa` (which the caller checked is available).
-pub(crate) fn dispatch_fma(isa: Isa, iters: usize) -> f32 {
-    match isa {
-        // SAFETY: callers pass only ISAs for which `is_available()` returned true.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512::fma_loop(iters) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::fma_loop(iters) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { neon::fma_loop(iters) },
-        _ => scalar::fma_loop(iters),
-    }
-}
-
-/// Runs the read probe on `isa` (which the caller checked is available).
-pub(crate) fn dispatch_sum(isa: Isa, data: &[f32]) -> f32 {
-    match isa {
-        // SAFETY: callers pass only ISAs for which `is_available()` returned true.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512::sum(data) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::sum(data) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { neon::sum(data) },
-        _ => scalar::sum(data),
     }
 }
 

@@ -2,10 +2,6 @@
 //! crate's conversions (scalar), which keeps this path short and obviously correct.
 
 use super::{widen_tail, Lanes};
-use crate::dtype::KvElem;
-use crate::schedule::Unit;
-use crate::source::KvSource;
-use crate::tile::{RunCtx, Scratch};
 use std::arch::aarch64::{
     float32x4_t, uint32x4_t, vaddq_f32, vaddq_s32, vaddvq_f32, vbslq_f32, vcltq_f32, vcvtq_s32_f32,
     vdupq_n_f32, vdupq_n_s32, vfmaq_f32, vld1q_f32, vmaxq_f32, vmaxvq_f32, vmulq_f32, vpaddq_f32,
@@ -16,6 +12,18 @@ use std::arch::aarch64::{
 /// after [`crate::Isa::is_available`] said yes; every `unsafe` below relies on that.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Neon(());
+
+impl Neon {
+    /// The token.
+    ///
+    /// # Safety
+    /// The CPU must have NEON (`Isa::Neon.is_available()`), and the caller must be a
+    /// `#[target_feature(enable = "neon")]` entry, so that the generic code it runs with
+    /// the token is compiled with those features.
+    pub(crate) const unsafe fn new() -> Self {
+        Self(())
+    }
+}
 
 impl Lanes for Neon {
     const W: usize = 4;
@@ -130,60 +138,4 @@ impl Lanes for Neon {
     }
     #[inline(always)]
     fn prefetch<T>(self, _: &[T]) {}
-}
-
-/// Runs one work unit with NEON.
-///
-/// # Safety
-/// The CPU must support NEON (`Isa::Neon.is_available()`).
-#[target_feature(enable = "neon")]
-pub(crate) unsafe fn run_unit<T: KvElem, S: KvSource<T>>(
-    ctx: &RunCtx<'_>,
-    src: &S,
-    unit: &Unit,
-    scratch: &mut Scratch,
-    out: &mut [f32],
-) {
-    crate::tile::run_unit::<_, T, S, 8>(Neon(()), ctx, src, unit, scratch, out);
-}
-
-/// FMA throughput probe with Neon.
-///
-/// # Safety
-/// Same CPU requirements as [`run_unit`].
-#[target_feature(enable = "neon")]
-pub(crate) unsafe fn fma_loop(iters: usize) -> f32 {
-    crate::probe::fma_loop(Neon(()), iters, 1.0)
-}
-
-/// Streaming-read probe with Neon.
-///
-/// # Safety
-/// Same CPU requirements as [`run_unit`].
-#[target_feature(enable = "neon")]
-pub(crate) unsafe fn sum(data: &[f32]) -> f32 {
-    crate::probe::sum_loop(Neon(()), data)
-}
-
-/// Linear-layer panel task with Neon (see `crate::linear`): `crate::linear::MR_NEON` rows
-/// by 4 vectors per register block.
-///
-/// # Safety
-/// Same CPU requirements as [`run_unit`].
-#[target_feature(enable = "neon")]
-pub(crate) unsafe fn linear_panels<T: KvElem>(
-    xp: &[f32],
-    k: usize,
-    w: &[T],
-    out: &mut [&mut [f32]],
-    accumulate: bool,
-) {
-    crate::linear::panels::<_, T, { crate::linear::MR_NEON }, 4>(
-        Neon(()),
-        xp,
-        k,
-        w,
-        out,
-        accumulate,
-    );
 }

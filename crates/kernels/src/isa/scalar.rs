@@ -2,15 +2,10 @@
 //! paths, so it is both the fallback and a check that the generic code is right.
 
 use super::{widen_tail, Lanes};
-use crate::dtype::KvElem;
-use crate::schedule::Unit;
-use crate::source::KvSource;
-use crate::tile::{RunCtx, Scratch};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Scalar(());
 
-#[cfg(test)]
 impl Scalar {
     /// The scalar path needs no CPU feature, so anyone may hold the token.
     pub(crate) const fn token() -> Self {
@@ -107,44 +102,4 @@ impl Lanes for Scalar {
     }
     #[inline(always)]
     fn prefetch<T>(self, _: &[T]) {}
-}
-
-/// Runs one work unit on the scalar path.
-pub(crate) fn run_unit<T: KvElem, S: KvSource<T>>(
-    ctx: &RunCtx<'_>,
-    src: &S,
-    unit: &Unit,
-    scratch: &mut Scratch,
-    out: &mut [f32],
-) {
-    crate::tile::run_unit::<_, T, S, 4>(Scalar(()), ctx, src, unit, scratch, out);
-}
-
-/// FMA throughput probe on the scalar path.
-pub(crate) fn fma_loop(iters: usize) -> f32 {
-    crate::probe::fma_loop(Scalar(()), iters, 1.0)
-}
-
-/// Streaming-read probe on the scalar path.
-pub(crate) fn sum(data: &[f32]) -> f32 {
-    crate::probe::sum_loop(Scalar(()), data)
-}
-
-/// Linear-layer panel task with Scalar (see `crate::linear`): `crate::linear::MR_SCALAR` rows
-/// by 4 vectors per register block.
-pub(crate) fn linear_panels<T: KvElem>(
-    xp: &[f32],
-    k: usize,
-    w: &[T],
-    out: &mut [&mut [f32]],
-    accumulate: bool,
-) {
-    crate::linear::panels::<_, T, { crate::linear::MR_SCALAR }, 4>(
-        Scalar(()),
-        xp,
-        k,
-        w,
-        out,
-        accumulate,
-    );
 }
