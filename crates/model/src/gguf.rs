@@ -399,7 +399,7 @@ mod tests {
         let mut f = tiny_file();
         // The tensor type field sits after name (8 + 1), n_dims (4) and two dims (16).
         let start = 4 + 4 + 8 + 8 + (8 + 17 + 4 + 4) + (8 + 1 + 4 + 16);
-        for (id, kind) in [(2u32, "Q4_0"), (14, "Q6_K"), (99, "#99")] {
+        for (id, kind) in [(6u32, "Q5_0"), (16, "IQ2_XXS"), (99, "#99")] {
             f[start..start + 4].copy_from_slice(&id.to_le_bytes());
             let err = GgufFile::parse(f.clone()).unwrap_err();
             assert_eq!(

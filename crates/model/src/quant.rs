@@ -226,6 +226,6 @@ mod tests {
         assert_eq!(out, [3.0, 0.5]);
         assert!(dequantize(GgmlType::F32, &b[..3], &mut out).is_err());
         assert_eq!(GgmlType::Q4_1.byte_size(33), None);
-        assert_eq!(GgmlType::from_id(2), None);
+        assert_eq!(GgmlType::from_id(6), None);
     }
 }

@@ -324,8 +324,8 @@ fn mutations_name_the_field_and_the_value() {
         (
             "tensor type",
             0,
-            2,
-            "tensor t0: unsupported tensor type Q4_0",
+            6,
+            "tensor t0: unsupported tensor type Q5_0",
         ),
         (
             "tensor type",
