@@ -55,6 +55,8 @@ mod error;
 mod isa;
 mod kernel;
 mod linear;
+#[cfg(target_arch = "x86_64")]
+mod linear_bf16;
 mod packed;
 mod probe;
 mod quant;

@@ -79,12 +79,54 @@ pub fn linear<T: KvElem>(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    // bf16 weights on a CPU with AVX-512 BF16: two `k` steps per instruction.
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512
+        && T::DTYPE == crate::dtype::DType::Bf16
+        && bf16_pairs()
+        && crate::linear_bf16::available()
+    {
+        if let Some(bits) = T::as_bits(w.panels()) {
+            let xp = crate::linear_bf16::pack_pairs(x, k);
+            split(m, n, k, y, |c0, c1, out| {
+                // SAFETY: `available()` said the CPU has every feature the entry uses.
+                unsafe {
+                    crate::linear_bf16::panels(&xp, k, &bits[c0 * k..c1 * k], out, accumulate);
+                }
+            });
+            return Ok(());
+        }
+    }
     let xp = pack_rows(x, k, block_rows(isa));
+    split(m, n, k, y, |c0, c1, out| {
+        run_panels(isa, &xp, k, &w.panels()[c0 * k..c1 * k], out, accumulate);
+    });
+    Ok(())
+}
+
+/// Whether bf16 products may use AVX-512 BF16 (`PAGEDATTN_BF16_DOT=0` turns it off, to
+/// compare; read once).
+#[cfg(target_arch = "x86_64")]
+fn bf16_pairs() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("PAGEDATTN_BF16_DOT").map_or(true, |v| v != "0"))
+}
+
+/// Runs `task(c0, c1, out)` over ranges of whole panels (features `c0..c1`, padded to the
+/// panel), `out` holding every row's columns of the range: on this thread for small
+/// products, else one range per thread of the rayon pool.
+fn split(
+    m: usize,
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+    task: impl Fn(usize, usize, &mut [&mut [f32]]) + Sync,
+) {
     let threads = rayon::current_num_threads();
     if threads == 1 || m * n * k < PARALLEL_MIN_FMAS {
         let mut out: Vec<&mut [f32]> = y.chunks_exact_mut(n).collect();
-        run_panels(isa, &xp, k, w.panels(), &mut out, accumulate);
-        return Ok(());
+        task(0, n.next_multiple_of(PANEL), &mut out);
+        return;
     }
     // One range of whole panels per thread, as equal as panels allow: with a few dozen
     // panels per call, finer tasks left one thread a panel or more behind the other.
@@ -99,16 +141,8 @@ pub fn linear<T: KvElem>(
     }
     cols.par_iter_mut().enumerate().for_each(|(c, out)| {
         let end = ((c + 1) * chunk).min(n).next_multiple_of(PANEL);
-        run_panels(
-            isa,
-            &xp,
-            k,
-            &w.panels()[c * chunk * k..end * k],
-            out,
-            accumulate,
-        );
+        task(c * chunk, end, out);
     });
-    Ok(())
 }
 
 /// `x` (`[m, k]`) regrouped into blocks of `mr` rows (fewer in the last), each block
