@@ -21,6 +21,10 @@ use rayon::prelude::*;
 /// Below this many multiply-adds a call runs on the calling thread.
 const PARALLEL_MIN_FMAS: usize = 1 << 16;
 
+/// Fewest rows for which bf16 products use AVX-512 BF16.
+#[cfg(target_arch = "x86_64")]
+const BF16_DOT_MIN_ROWS: usize = 8;
+
 /// Rows of `x` per register block, per instruction set (`Lanes` vectors per block row are
 /// fixed by the entry functions in `isa/*`; the two together fill the register file).
 pub(crate) const MR_AVX512: usize = 8;
@@ -79,9 +83,13 @@ pub fn linear<T: KvElem>(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    // bf16 weights on a CPU with AVX-512 BF16: two `k` steps per instruction.
+    // bf16 weights on a CPU with AVX-512 BF16: two `k` steps per instruction, from 8 rows
+    // on. Below that the product waits on the weight stream, and the widening kernel,
+    // which prefetches the next panel, measured 4-10% faster at 1 and 4 rows
+    // (docs/KERNELS.md).
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512
+        && m >= BF16_DOT_MIN_ROWS
         && T::DTYPE == crate::dtype::DType::Bf16
         && bf16_pairs()
         && crate::linear_bf16::available()
