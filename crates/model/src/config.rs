@@ -181,6 +181,21 @@ impl ModelConfig {
                 "architecture {arch:?} is not supported (only llama)"
             )));
         }
+        // What this crate does not implement yet is refused, never run wrongly.
+        if file.tensor("rope_freqs.weight").is_some() {
+            return Err(ModelError::InvalidConfig(
+                "tensor rope_freqs.weight: RoPE frequency scaling (Llama 3.1+) is not supported yet"
+                    .into(),
+            ));
+        }
+        if let Some(v) = file.get("llama.rope.scaling.type") {
+            let t = v.as_str().unwrap_or("?");
+            if t != "none" {
+                return Err(ModelError::InvalidConfig(format!(
+                    "llama.rope.scaling.type {t:?}: RoPE scaling is not supported yet"
+                )));
+            }
+        }
         let int = |k: &str| meta_usize(file, &format!("llama.{k}"));
         let hidden_size = int("embedding_length")?;
         let num_heads = int("attention.head_count")?;
@@ -257,6 +272,49 @@ impl ModelConfig {
             };
             checked.map_err(|e| err(format!("{key}: {e}")))?;
         }
+        // The family and the features this crate implements; anything else is refused by
+        // name rather than run without it (a Qwen2 directory would lose its q/k/v biases).
+        let text_field = |key: &str| obj.get(key).and_then(serde_json::Value::as_str);
+        let arch_names: Vec<&str> = obj
+            .get("architectures")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        match text_field("model_type") {
+            Some("llama" | "mistral") => {}
+            Some(other) => {
+                return bad(format!(
+                    "model_type {other:?} is not supported (llama, mistral)"
+                ))
+            }
+            None if arch_names
+                .iter()
+                .any(|a| matches!(*a, "LlamaForCausalLM" | "MistralForCausalLM")) => {}
+            None => {
+                return bad(format!(
+                    "model_type is missing and architectures {arch_names:?} names no supported family (llama, mistral)"
+                ))
+            }
+        }
+        if let Some(scaling) = obj.get("rope_scaling").filter(|v| !v.is_null()) {
+            let kind = scaling
+                .get("rope_type")
+                .or_else(|| scaling.get("type"))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?");
+            return bad(format!("rope_scaling type {kind:?} is not supported yet"));
+        }
+        for flag in ["attention_bias", "mlp_bias"] {
+            if obj.get(flag).and_then(serde_json::Value::as_bool) == Some(true) {
+                return bad(format!("{flag}: biases are not supported yet"));
+            }
+        }
+        if let Some(act) = text_field("hidden_act").filter(|a| *a != "silu") {
+            return bad(format!("hidden_act {act:?} is not supported (silu)"));
+        }
+        let sliding_window = obj
+            .get("sliding_window")
+            .and_then(serde_json::Value::as_u64);
         let j: HfConfig = serde_json::from_value(v).map_err(|e| err(e.to_string()))?;
         let num_kv_heads = j.num_key_value_heads.unwrap_or(j.num_attention_heads);
         if j.head_dim.is_none()
@@ -285,7 +343,14 @@ impl ModelConfig {
                 .head_dim
                 .unwrap_or(j.hidden_size / j.num_attention_heads.max(1)),
             vocab_size: j.vocab_size,
-            max_context: j.max_position_embeddings,
+            // Mistral's sliding-window attention equals full attention up to the window:
+            // serve contexts only that long.
+            max_context: match sliding_window {
+                Some(w) => j
+                    .max_position_embeddings
+                    .min(usize::try_from(w).unwrap_or(usize::MAX)),
+                None => j.max_position_embeddings,
+            },
             rope_theta: j.rope_theta.unwrap_or(10_000.0),
             rms_norm_eps: j.rms_norm_eps.unwrap_or(1e-6),
             rope_style: RopeStyle::HalfSplit,
@@ -356,6 +421,31 @@ pub(crate) fn meta_str<'a>(file: &'a GgufFile, key: &str) -> Result<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sliding_window_bounds_the_context() {
+        let c = ModelConfig::named("tiny").unwrap();
+        let mut j: serde_json::Value = serde_json::from_str(&c.to_hf_json()).unwrap();
+        j["model_type"] = "mistral".into();
+        j["max_position_embeddings"] = 4096.into();
+        j["sliding_window"] = 1024.into();
+        let m = ModelConfig::from_hf_json(&j.to_string()).unwrap();
+        assert_eq!(m.max_context, 1024);
+        j["sliding_window"] = serde_json::Value::Null;
+        assert_eq!(
+            ModelConfig::from_hf_json(&j.to_string())
+                .unwrap()
+                .max_context,
+            4096
+        );
+        j["sliding_window"] = (1u64 << 20).into();
+        assert_eq!(
+            ModelConfig::from_hf_json(&j.to_string())
+                .unwrap()
+                .max_context,
+            4096
+        );
+    }
 
     #[test]
     fn named_configs_are_valid() {

@@ -50,8 +50,9 @@ impl Model {
     /// Builds the model (weights and tokenizer) from a parsed GGUF file.
     pub fn from_gguf(file: &GgufFile, opts: LoadOptions) -> Result<Self> {
         let config = ModelConfig::from_gguf(file)?;
-        let weights = Weights::load(&config, &mut GgufSource(file), opts.dtype)?;
+        // The tokenizer first: what it refuses is refused before the weights are read.
         let tokenizer = Tokenizer::from_gguf(file)?;
+        let weights = Weights::load(&config, &mut GgufSource(file), opts.dtype)?;
         Ok(Self::assemble(config, weights, Some(tokenizer)))
     }
 

@@ -80,7 +80,28 @@ impl Tokenizer {
             .build()
             .map_err(tok_err)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        let pre = meta_str(file, "tokenizer.ggml.pre").unwrap_or("default");
+        // Pre-tokenizers implemented: GPT-2's byte-level rule (`gpt2`, and files that name
+        // none) and SmolLM's (digits split one by one first). Another family's rule (Llama 3's
+        // `llama-bpe`, `qwen2`, ...) splits text differently: refused, not approximated.
+        let pre = match file.get("tokenizer.ggml.pre") {
+            None => "default",
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| tok_err("tokenizer.ggml.pre is not a string"))?,
+        };
+        if !matches!(pre, "default" | "gpt2" | "smollm") {
+            return Err(tok_err(format!(
+                "pre-tokenizer {pre:?} (tokenizer.ggml.pre) is not supported yet (gpt2, smollm)"
+            )));
+        }
+        if matches!(
+            file.get("tokenizer.ggml.add_bos_token"),
+            Some(Value::Bool(true))
+        ) {
+            return Err(tok_err(
+                "tokenizer.ggml.add_bos_token is true: prompts that start with a BOS token are not supported yet",
+            ));
+        }
         let byte_level = ByteLevel::new(false, true, true);
         if pre == "smollm" {
             inner.with_pre_tokenizer(Some(Sequence::new(vec![

@@ -373,3 +373,78 @@ fn native_incremental_decode_stays_near_one_prefill() {
     );
     assert!(worst < 1.0, "max |diff| {worst}");
 }
+
+/// What the crate does not implement yet — other architectures, tokenizer models and
+/// pre-tokenizers, a BOS token, RoPE scaling — is refused at load with a message naming it,
+/// never run wrongly.
+#[test]
+fn unsupported_features_are_refused_by_name() {
+    use pagedattn_model::gguf::Value;
+    let mut file = GgufFile::open(&model_path()).unwrap();
+    let cases: [(&str, Value, &str); 7] = [
+        (
+            "general.architecture",
+            Value::Str("qwen2".into()),
+            "architecture \"qwen2\" is not supported (only llama)",
+        ),
+        (
+            "tokenizer.ggml.model",
+            Value::Str("llama".into()),
+            "tokenizer model \"llama\" is not supported (only gpt2 BPE)",
+        ),
+        (
+            "tokenizer.ggml.pre",
+            Value::Str("llama-bpe".into()),
+            "pre-tokenizer \"llama-bpe\" (tokenizer.ggml.pre) is not supported yet (gpt2, smollm)",
+        ),
+        (
+            "tokenizer.ggml.pre",
+            Value::Str("qwen2".into()),
+            "pre-tokenizer \"qwen2\"",
+        ),
+        (
+            "tokenizer.ggml.add_bos_token",
+            Value::Bool(true),
+            "tokenizer.ggml.add_bos_token is true: prompts that start with a BOS token are not supported yet",
+        ),
+        (
+            "llama.rope.scaling.type",
+            Value::Str("linear".into()),
+            "llama.rope.scaling.type \"linear\": RoPE scaling is not supported yet",
+        ),
+        (
+            "llama.rope.scaling.type",
+            Value::Str("yarn".into()),
+            "llama.rope.scaling.type \"yarn\"",
+        ),
+    ];
+    for (key, value, says) in cases {
+        let old = file.metadata.insert(key.to_string(), value);
+        let err = Model::from_gguf(&file, LoadOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("{key}: loaded"))
+            .to_string();
+        assert!(err.contains(says), "{key}: {err}");
+        match old {
+            Some(v) => file.metadata.insert(key.to_string(), v),
+            None => file.metadata.remove(key),
+        };
+    }
+    // Llama 3.1's frequency-scaling tensor.
+    let embd = file
+        .tensors
+        .iter()
+        .position(|t| t.name == "token_embd.weight")
+        .unwrap();
+    file.tensors[embd].name = "rope_freqs.weight".into();
+    let err = Model::from_gguf(&file, LoadOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid model config: tensor rope_freqs.weight: RoPE frequency scaling (Llama 3.1+) is not supported yet"
+    );
+    file.tensors[embd].name = "token_embd.weight".into();
+    // Stated as absent, scaling is no reason to refuse.
+    file.metadata
+        .insert("llama.rope.scaling.type".into(), Value::Str("none".into()));
+    assert!(Model::from_gguf(&file, LoadOptions::default()).is_ok());
+}
