@@ -1,5 +1,6 @@
-//! Hugging Face layout: `config.json`, `model.safetensors` and `tokenizer.json` in one
-//! directory (a single, unsharded safetensors file; F32, F16 or BF16 tensors).
+//! Hugging Face layout: `config.json`, the weights and `tokenizer.json` in one directory.
+//! Weights are one `model.safetensors` or shards listed by `model.safetensors.index.json`
+//! (`weight_map`: tensor name -> shard file in the same directory); F32, F16 or BF16.
 //!
 //! Hugging Face Llama checkpoints use half-split RoPE. Saving a model loaded from GGUF
 //! (adjacent-pair RoPE) undoes the converter's Q/K row permutation, so the saved model
@@ -16,6 +17,9 @@ use std::path::Path;
 
 const CONFIG: &str = "config.json";
 const WEIGHTS: &str = "model.safetensors";
+const INDEX: &str = "model.safetensors.index.json";
+/// Largest index file read (real ones are tens of KiB; they list tensor names only).
+const MAX_INDEX_BYTES: u64 = 64 << 20;
 const TOKENIZER: &str = "tokenizer.json";
 
 fn st_err(e: impl std::fmt::Display) -> ModelError {
@@ -44,15 +48,64 @@ fn hf_name(name: TensorName) -> String {
     }
 }
 
-struct SafetensorsSource<'a>(SafeTensors<'a>);
+/// The weight files of `dir`: `model.safetensors`, or else the distinct shards its index
+/// names, in first-mention order. Shard names must be plain file names in `dir` ending in
+/// `.safetensors`.
+fn weight_files(dir: &Path) -> Result<Vec<String>> {
+    if dir.join(WEIGHTS).exists() || !dir.join(INDEX).exists() {
+        return Ok(vec![WEIGHTS.into()]);
+    }
+    let path = dir.join(INDEX);
+    let bad = |m: String| ModelError::Safetensors(format!("{INDEX}: {m}"));
+    let len = std::fs::metadata(&path)
+        .map_err(|e| ModelError::io(&path, e))?
+        .len();
+    if len > MAX_INDEX_BYTES {
+        return Err(bad(format!("{len} bytes (at most {MAX_INDEX_BYTES})")));
+    }
+    let text = std::fs::read(&path).map_err(|e| ModelError::io(&path, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    let map = v
+        .get("weight_map")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| bad("no weight_map object".into()))?;
+    let mut files: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let file = file
+            .as_str()
+            .ok_or_else(|| bad(format!("weight_map[{tensor:?}] is not a file name")))?;
+        let plain = !file.is_empty()
+            && !file.contains(['/', '\\'])
+            && file != ".."
+            && Path::new(file)
+                .extension()
+                .is_some_and(|e| e == "safetensors");
+        if !plain {
+            return Err(bad(format!(
+                "weight_map[{tensor:?}] = {file:?} is not a .safetensors file in the directory"
+            )));
+        }
+        if !files.iter().any(|f| f == file) {
+            files.push(file.to_string());
+        }
+    }
+    if files.is_empty() {
+        return Err(bad("weight_map is empty".into()));
+    }
+    Ok(files)
+}
+
+/// The tensors of one or more safetensors files (shards), looked up by name.
+struct SafetensorsSource<'a>(Vec<SafeTensors<'a>>);
 
 impl<'a> SafetensorsSource<'a> {
     fn find(&self, name: TensorName, shape: &[usize]) -> Result<(String, TensorView<'a>)> {
         let key = hf_name(name);
         let t = self
             .0
-            .tensor(&key)
-            .map_err(|_| ModelError::MissingTensor(key.clone()))?;
+            .iter()
+            .find_map(|st| st.tensor(&key).ok())
+            .ok_or_else(|| ModelError::MissingTensor(key.clone()))?;
         if t.shape() != shape {
             return Err(ModelError::ShapeMismatch {
                 name: key,
@@ -116,20 +169,28 @@ impl Model {
         let config_text = String::from_utf8(read(CONFIG)?)
             .map_err(|_| ModelError::InvalidConfig(format!("{CONFIG} is not UTF-8")))?;
         let config = ModelConfig::from_hf_json(&config_text)?;
-        let bytes = read(WEIGHTS)?;
-        let st = SafeTensors::deserialize(&bytes).map_err(st_err)?;
-        // Every parameter takes at least two bytes of the file (F16/BF16), so a config
-        // whose parameter count the file cannot hold is refused before anything is sized
+        let files = weight_files(dir)?;
+        let blobs = files
+            .iter()
+            .map(|f| read(f))
+            .collect::<Result<Vec<Vec<u8>>>>()?;
+        let total: usize = blobs.iter().map(Vec::len).sum();
+        // Every parameter takes at least two bytes of the files (F16/BF16), so a config
+        // whose parameter count the files cannot hold is refused before anything is sized
         // from it (a huge num_layers with tiny layers would otherwise reach an allocation).
         let needed = config.num_params().saturating_mul(2);
-        if needed > bytes.len() {
+        if needed > total {
             return Err(ModelError::InvalidConfig(format!(
-                "{CONFIG} implies {} parameters, at least {needed} bytes, but {WEIGHTS} has {} bytes",
+                "{CONFIG} implies {} parameters, at least {needed} bytes, but the weights have {total} bytes",
                 config.num_params(),
-                bytes.len()
             )));
         }
-        let weights = Weights::load(&config, &mut SafetensorsSource(st), opts.dtype)?;
+        let shards = files
+            .iter()
+            .zip(&blobs)
+            .map(|(f, b)| SafeTensors::deserialize(b).map_err(|e| st_err(format!("{f}: {e}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let weights = Weights::load(&config, &mut SafetensorsSource(shards), opts.dtype)?;
         let tok_path = dir.join(TOKENIZER);
         let tokenizer = if tok_path.exists() {
             Some(Tokenizer::from_file(&tok_path)?)

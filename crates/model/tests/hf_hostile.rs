@@ -457,3 +457,124 @@ proptest! {
         prop_assert!(matches!(e, ModelError::InvalidConfig(_)), "{}", e);
     }
 }
+
+// ---- sharded weights: model.safetensors.index.json ----
+
+/// The valid weights split into two shards (alternate tensors) and their index.
+fn shards() -> (Vec<u8>, Vec<u8>, Value) {
+    let st = SafeTensors::deserialize(&valid().1).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut map = serde_json::Map::new();
+    for (i, n) in names.iter().enumerate() {
+        let v = st.tensor(n).unwrap();
+        let file = if i % 2 == 0 {
+            a.push((n.clone(), v));
+            "model-00001-of-00002.safetensors"
+        } else {
+            b.push((n.clone(), v));
+            "model-00002-of-00002.safetensors"
+        };
+        map.insert(n.clone(), file.into());
+    }
+    (
+        safetensors::serialize(a, None).unwrap(),
+        safetensors::serialize(b, None).unwrap(),
+        json!({"metadata": {"total_size": 0}, "weight_map": map}),
+    )
+}
+
+fn write_sharded(dir: &Path, index: &[u8]) {
+    let (a, b, _) = shards();
+    let _ = std::fs::remove_file(dir.join("model.safetensors"));
+    write(dir, "config.json", &valid().0);
+    write(dir, "model-00001-of-00002.safetensors", &a);
+    write(dir, "model-00002-of-00002.safetensors", &b);
+    write(dir, "model.safetensors.index.json", index);
+}
+
+#[test]
+fn sharded_weights_load_as_the_single_file_does() {
+    let s = Scratch::new("sharded");
+    let (_, _, index) = shards();
+    write_sharded(&s.0, index.to_string().as_bytes());
+    let model = Model::load_hf(&s.0, LoadOptions::default()).unwrap();
+    // Saved again, the sharded model is the single file it was cut from, byte for byte.
+    let out = temp_dir("hf-hostile-sharded-out");
+    model.save_hf(&out).unwrap();
+    let again = std::fs::read(out.join("model.safetensors")).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    assert!(
+        again == valid().1,
+        "the sharded load differs from the single file"
+    );
+}
+
+#[test]
+fn bad_indexes_and_shards_are_errors_naming_them() {
+    let s = Scratch::new("bad-index");
+    let (_, _, index) = shards();
+    let mut cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"{\"weight_map\": ".to_vec(),
+            "model.safetensors.index.json: EOF",
+        ),
+        (b"[]".to_vec(), "no weight_map object"),
+        (br#"{"weight_map": {}}"#.to_vec(), "weight_map is empty"),
+        (
+            br#"{"weight_map": {"model.norm.weight": 5}}"#.to_vec(),
+            "weight_map[\"model.norm.weight\"] is not a file name",
+        ),
+        (
+            br#"{"weight_map": {"model.norm.weight": "../model.safetensors"}}"#.to_vec(),
+            "= \"../model.safetensors\" is not a .safetensors file in the directory",
+        ),
+        (
+            br#"{"weight_map": {"model.norm.weight": "/etc/passwd"}}"#.to_vec(),
+            "is not a .safetensors file in the directory",
+        ),
+        (
+            br#"{"weight_map": {"model.norm.weight": "model-00009-of-00009.safetensors"}}"#
+                .to_vec(),
+            "model-00009-of-00009.safetensors",
+        ),
+    ];
+    // An index that leaves out the second shard: its tensors are missing.
+    let mut partial = index.clone();
+    let map = partial["weight_map"].as_object_mut().unwrap();
+    map.retain(|_, f| f == "model-00001-of-00002.safetensors");
+    cases.push((partial.to_string().into_bytes(), "missing tensor"));
+    for (bytes, says) in cases {
+        write_sharded(&s.0, &bytes);
+        let err = Model::load_hf(&s.0, LoadOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("{}: loaded", String::from_utf8_lossy(&bytes)))
+            .to_string();
+        assert!(
+            err.contains(says),
+            "{}: {err}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+    // Cut anywhere, the index is an error (or, cut to nothing but whitespace, one too).
+    let text = index.to_string().into_bytes();
+    for cut in (0..text.len()).step_by(7) {
+        write_sharded(&s.0, &text[..cut]);
+        assert!(
+            Model::load_hf(&s.0, LoadOptions::default()).is_err(),
+            "cut at {cut}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn arbitrary_index_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let s = Scratch::new("index-bytes");
+        write_sharded(&s.0, &bytes);
+        prop_assert!(Model::load_hf(&s.0, LoadOptions::default()).is_err());
+    }
+}
