@@ -65,21 +65,7 @@ pub fn linear<T: KvElem>(
         return Err(KernelError::IsaUnavailable(isa.name()));
     }
     let (n, k) = (w.rows(), w.cols());
-    if !x.len().is_multiple_of(k) {
-        return Err(KernelError::LengthMismatch {
-            what: "linear x",
-            expected: x.len() / k * k,
-            actual: x.len(),
-        });
-    }
-    let m = x.len() / k;
-    if y.len() != m * n {
-        return Err(KernelError::LengthMismatch {
-            what: "linear y",
-            expected: m * n,
-            actual: y.len(),
-        });
-    }
+    let m = product_rows(["linear x", "linear y"], x, k, y, n)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -96,7 +82,7 @@ pub fn linear<T: KvElem>(
     {
         if let Some(bits) = T::as_bits(w.panels()) {
             let xp = crate::linear_bf16::pack_pairs(x, k);
-            split(m, n, k, y, |c0, c1, out| {
+            split((m, n, k), y, PANEL, 1, |c0, c1, out| {
                 // SAFETY: `available()` said the CPU has every feature the entry uses.
                 unsafe {
                     crate::linear_bf16::panels(&xp, k, &bits[c0 * k..c1 * k], out, accumulate);
@@ -106,7 +92,7 @@ pub fn linear<T: KvElem>(
         }
     }
     let xp = pack_rows(x, k, block_rows(isa));
-    split(m, n, k, y, |c0, c1, out| {
+    split((m, n, k), y, PANEL, 1, |c0, c1, out| {
         run_panels(isa, &xp, k, &w.panels()[c0 * k..c1 * k], out, accumulate);
     });
     Ok(())
@@ -120,25 +106,25 @@ fn bf16_pairs() -> bool {
     *ON.get_or_init(|| std::env::var("PAGEDATTN_BF16_DOT").map_or(true, |v| v != "0"))
 }
 
-/// Runs `task(c0, c1, out)` over ranges of whole panels (features `c0..c1`, padded to the
-/// panel), `out` holding every row's columns of the range: on this thread for small
-/// products, else one range per thread of the rayon pool.
-fn split(
-    m: usize,
-    n: usize,
-    k: usize,
+/// Runs `task(c0, c1, out)` over ranges of output features in whole units of `unit`
+/// (`c1` padded to the unit), `out` holding every row's columns of the range: on this
+/// thread for small products, else `per_thread` ranges per thread of the rayon pool.
+pub(crate) fn split(
+    (m, n, k): (usize, usize, usize),
     y: &mut [f32],
+    unit: usize,
+    per_thread: usize,
     task: impl Fn(usize, usize, &mut [&mut [f32]]) + Sync,
 ) {
     let threads = rayon::current_num_threads();
     if threads == 1 || m * n * k < PARALLEL_MIN_FMAS {
         let mut out: Vec<&mut [f32]> = y.chunks_exact_mut(n).collect();
-        task(0, n.next_multiple_of(PANEL), &mut out);
+        task(0, n.next_multiple_of(unit), &mut out);
         return;
     }
-    // One range of whole panels per thread, as equal as panels allow: with a few dozen
-    // panels per call, finer tasks left one thread a panel or more behind the other.
-    let chunk = n.div_ceil(PANEL).div_ceil(threads) * PANEL;
+    // Ranges as equal as whole units allow: with a few dozen units per call, finer tasks
+    // left one thread a unit or more behind the other.
+    let chunk = n.div_ceil(unit).div_ceil(threads * per_thread) * unit;
     let tasks = n.div_ceil(chunk);
     // Task c gets the c-th column range of every row of y: disjoint slices, no aliasing.
     let mut cols: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
@@ -148,9 +134,36 @@ fn split(
         }
     }
     cols.par_iter_mut().enumerate().for_each(|(c, out)| {
-        let end = ((c + 1) * chunk).min(n).next_multiple_of(PANEL);
+        let end = ((c + 1) * chunk).min(n).next_multiple_of(unit);
         task(c * chunk, end, out);
     });
+}
+
+/// The rows `m` of a product `y [m, n] = x [m, k] W^T`, checking that `x` is whole rows and
+/// `y` has `m * n` elements (`what` names the two in the error).
+pub(crate) fn product_rows(
+    what: [&'static str; 2],
+    x: &[f32],
+    k: usize,
+    y: &[f32],
+    n: usize,
+) -> Result<usize> {
+    if !x.len().is_multiple_of(k) {
+        return Err(KernelError::LengthMismatch {
+            what: what[0],
+            expected: x.len() / k * k,
+            actual: x.len(),
+        });
+    }
+    let m = x.len() / k;
+    if y.len() != m * n {
+        return Err(KernelError::LengthMismatch {
+            what: what[1],
+            expected: m * n,
+            actual: y.len(),
+        });
+    }
+    Ok(m)
 }
 
 /// `x` (`[m, k]`) regrouped into blocks of `mr` rows (fewer in the last), each block

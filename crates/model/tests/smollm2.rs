@@ -126,9 +126,10 @@ fn greedy_continues_the_capital_of_france_with_paris() {
     assert!(tok.decode(generated).unwrap().starts_with(" Paris"));
 }
 
-#[test]
-fn incremental_decode_equals_one_prefill() {
-    let m = model();
+/// A 3-token prompt and then one token at a time, through blocks of 4 placed out of order,
+/// against one prefill of the whole case: the largest logit difference, and at how many of
+/// the single-token steps the argmax agrees (of how many).
+fn incremental_vs_prefill(m: &Model) -> (f32, usize, usize) {
     let case = fixture()
         .cases
         .into_iter()
@@ -136,7 +137,6 @@ fn incremental_decode_equals_one_prefill() {
         .unwrap();
     let toks = &case.ids;
     let full = prefill_all(m, toks, 4);
-    // Blocks of 4 placed out of order; a 3-token prompt, then one token at a time.
     let table: Vec<BlockId> = [11, 2, 7, 0, 9, 4, 1, 10]
         .iter()
         .map(|&b| BlockId(b))
@@ -146,10 +146,18 @@ fn incremental_decode_equals_one_prefill() {
     let mut worst = (0..3)
         .map(|p| max_diff(first.row(p), full.row(p)))
         .fold(0.0, f32::max);
+    let mut same_argmax = 0;
     for p in 3..toks.len() {
         let l = step(m, &mut cache, &table, &toks[p..=p], p, LogitsFor::Last);
         worst = worst.max(max_diff(l.row(0), full.row(p)));
+        same_argmax += usize::from(argmax(l.row(0)) == argmax(full.row(p)));
     }
+    (worst, same_argmax, toks.len() - 3)
+}
+
+#[test]
+fn incremental_decode_equals_one_prefill() {
+    let (worst, _, _) = incremental_vs_prefill(model());
     eprintln!("incremental vs prefill: max |diff| = {worst:.2e}");
     assert!(worst < 1e-4, "max |diff| {worst}");
 }
@@ -344,32 +352,9 @@ fn native_weights_continue_the_capital_of_france_with_paris() {
 /// a different batch); docs/SERVER.md says what that means for serving.
 #[test]
 fn native_incremental_decode_stays_near_one_prefill() {
-    let m = native_model();
-    let case = fixture()
-        .cases
-        .into_iter()
-        .find(|c| c.ids.len() > 20)
-        .unwrap();
-    let toks = &case.ids;
-    let full = prefill_all(m, toks, 4);
-    let table: Vec<BlockId> = [11, 2, 7, 0, 9, 4, 1, 10]
-        .iter()
-        .map(|&b| BlockId(b))
-        .collect();
-    let mut cache = paged_cache(m.config(), 12, 4);
-    let first = step(m, &mut cache, &table, &toks[..3], 0, LogitsFor::All);
-    let mut worst = (0..3)
-        .map(|p| max_diff(first.row(p), full.row(p)))
-        .fold(0.0, f32::max);
-    let mut same_argmax = 0;
-    for p in 3..toks.len() {
-        let l = step(m, &mut cache, &table, &toks[p..=p], p, LogitsFor::Last);
-        worst = worst.max(max_diff(l.row(0), full.row(p)));
-        same_argmax += usize::from(argmax(l.row(0)) == argmax(full.row(p)));
-    }
+    let (worst, same_argmax, steps) = incremental_vs_prefill(native_model());
     eprintln!(
-        "native incremental vs prefill: max |diff| = {worst:.2e}, argmax equal at {same_argmax}/{}",
-        toks.len() - 3
+        "native incremental vs prefill: max |diff| = {worst:.2e}, argmax equal at {same_argmax}/{steps}"
     );
     assert!(worst < 1.0, "max |diff| {worst}");
 }

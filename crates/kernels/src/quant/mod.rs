@@ -23,8 +23,6 @@ use blocks::{dequantize, dequantize_packed_row, pack, quantize_row, ActBlock, GR
 use rayon::prelude::*;
 use tile::Task;
 
-/// Below this many multiply-adds a call runs on the calling thread.
-const PARALLEL_MIN_MACS: usize = 1 << 16;
 /// Below this many activation values they are quantized on the calling thread.
 const PARALLEL_MIN_QUANTIZE: usize = 1 << 13;
 
@@ -313,21 +311,7 @@ pub(crate) fn qlinear_on(
     accumulate: bool,
 ) -> Result<()> {
     let (n, k) = (w.rows, w.cols);
-    if !x.len().is_multiple_of(k) {
-        return Err(KernelError::LengthMismatch {
-            what: "qlinear x",
-            expected: x.len() / k * k,
-            actual: x.len(),
-        });
-    }
-    let m = x.len() / k;
-    if y.len() != m * n {
-        return Err(KernelError::LengthMismatch {
-            what: "qlinear y",
-            expected: m * n,
-            actual: y.len(),
-        });
-    }
+    let m = crate::linear::product_rows(["qlinear x", "qlinear y"], x, k, y, n)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -349,39 +333,14 @@ pub(crate) fn qlinear_on(
         }
     }
     let gb = k / w.ty.block_values() * w.ty.unit_bytes();
-    let threads = rayon::current_num_threads();
-    if threads == 1 || m * n * k < PARALLEL_MIN_MACS {
-        let mut out: Vec<&mut [f32]> = y.chunks_exact_mut(n).collect();
-        path.run(
-            w.ty,
-            &mut Task {
-                w: &w.data,
-                n,
-                nb,
-                x: &xa,
-                out: &mut out,
-                accumulate,
-            },
-        );
-        return Ok(());
-    }
-    // Whole groups of eight rows per task, a few tasks per thread so a slow thread does
-    // not hold the call.
-    let chunk = n.div_ceil(GROUP).div_ceil(threads * 2) * GROUP;
-    let tasks = n.div_ceil(chunk);
-    let mut cols: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
-    for row in y.chunks_exact_mut(n) {
-        for (c, part) in row.chunks_mut(chunk).enumerate() {
-            cols[c].push(part);
-        }
-    }
-    cols.par_iter_mut().enumerate().for_each(|(c, out)| {
+    // Whole groups of eight rows per task, two tasks per thread so a slow thread does not
+    // hold the call.
+    crate::linear::split((m, n, k), y, GROUP, 2, |c0, c1, out| {
         let rows = out[0].len();
-        let g0 = c * chunk / GROUP;
         path.run(
             w.ty,
             &mut Task {
-                w: &w.data[g0 * gb..(g0 + rows.div_ceil(GROUP)) * gb],
+                w: &w.data[c0 / GROUP * gb..c1 / GROUP * gb],
                 n: rows,
                 nb,
                 x: &xa,

@@ -104,6 +104,34 @@ fn reference(w: &QuantMatrix, x: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     (exact, quantized, bound)
 }
 
+/// `qlinear_on(path)` of `x` and `w` against [`reference`]: (b) within f32 rounding of the
+/// f64 product with the int8 activations (the integer sums are exact), and (a) within the
+/// activation-quantization bound of the f64 product with `x` itself. Returns the product.
+fn check_products(path: QPath, w: &QuantMatrix, x: &[f32]) -> Vec<f32> {
+    let (n, k) = (w.rows(), w.cols());
+    let m = x.len() / k;
+    let (exact, quantized, bound) = reference(w, x);
+    let mut y = vec![f32::NAN; m * n];
+    qlinear_on(path, x, w, &mut y, false).unwrap();
+    let ty = w.ty();
+    for (i, &got) in y.iter().enumerate() {
+        let got = f64::from(got);
+        let tol = 1e-5 * (1.0 + quantized[i].abs()) + 1e-4 * bound[i];
+        assert!(
+            (got - quantized[i]).abs() <= tol,
+            "{ty:?} {path:?} {m}x{n}x{k} [{i}]: {got} vs {} (int8 x)",
+            quantized[i]
+        );
+        assert!(
+            (got - exact[i]).abs() <= bound[i] * 1.001 + 1e-5,
+            "{ty:?} {path:?} [{i}]: {got} vs {} (bound {})",
+            exact[i],
+            bound[i]
+        );
+    }
+    y
+}
+
 #[test]
 fn every_type_and_path_matches_the_f64_product_within_the_quantization_bound() {
     for ty in TYPES {
@@ -116,27 +144,8 @@ fn every_type_and_path_matches_the_f64_product_within_the_quantization_bound() {
         ] {
             let w = QuantMatrix::quantize(ty, n, k, &data(n * k, 1)).unwrap();
             let x = data(m * k, 2);
-            let (exact, quantized, bound) = reference(&w, &x);
             for path in QPath::available() {
-                let mut y = vec![f32::NAN; m * n];
-                qlinear_on(path, &x, &w, &mut y, false).unwrap();
-                for (i, &got) in y.iter().enumerate() {
-                    let got = f64::from(got);
-                    // (b): the integer sums are exact; only f32 scaling and summation round.
-                    let tol = 1e-5 * (1.0 + quantized[i].abs()) + 1e-4 * bound[i];
-                    assert!(
-                        (got - quantized[i]).abs() <= tol,
-                        "{ty:?} {path:?} {m}x{n}x{k} [{i}]: {got} vs {} (int8 x)",
-                        quantized[i]
-                    );
-                    // (a): the activation quantization error stays within its bound.
-                    assert!(
-                        (got - exact[i]).abs() <= bound[i] * 1.001 + 1e-5,
-                        "{ty:?} {path:?} [{i}]: {got} vs {} (bound {})",
-                        exact[i],
-                        bound[i]
-                    );
-                }
+                let mut y = check_products(path, &w, &x);
                 // Accumulating adds the same product again.
                 let before = y.clone();
                 qlinear_on(path, &x, &w, &mut y, true).unwrap();
@@ -300,20 +309,8 @@ fn k_quants_from_random_blocks_match_the_f64_product_on_every_path() {
             let k = nb * QK_K;
             let w = QuantMatrix::new(ty, n, k, &random_blocks(ty, n, nb, 9)).unwrap();
             let x = data(m * k, 10);
-            let (exact, quantized, bound) = reference(&w, &x);
             for path in QPath::available() {
-                let mut y = vec![f32::NAN; m * n];
-                qlinear_on(path, &x, &w, &mut y, false).unwrap();
-                for (i, &got) in y.iter().enumerate() {
-                    let got = f64::from(got);
-                    let tol = 1e-5 * (1.0 + quantized[i].abs()) + 1e-4 * bound[i];
-                    assert!(
-                        (got - quantized[i]).abs() <= tol,
-                        "{ty:?} {path:?} {m}x{n}x{k} [{i}]: {got} vs {} (int8 x)",
-                        quantized[i]
-                    );
-                    assert!((got - exact[i]).abs() <= bound[i] * 1.001 + 1e-5);
-                }
+                check_products(path, &w, &x);
             }
         }
     }

@@ -85,12 +85,12 @@ pub(crate) trait QLanes: Copy {
 /// What one task computes: packed weight groups `w` (holding `n` real rows, `units`
 /// blocks each), activation rows `x` (`m` rows of `nb` 32-value blocks), outputs
 /// `out[i][j]` for activation row `i` and weight row `j` of the task.
-pub(crate) struct Task<'a, 'o> {
+pub(crate) struct Task<'a, 'o, 'r> {
     pub w: &'a [u8],
     pub n: usize,
     pub nb: usize,
     pub x: &'a [ActBlock],
-    pub out: &'o mut [&'a mut [f32]],
+    pub out: &'o mut [&'r mut [f32]],
     pub accumulate: bool,
 }
 
