@@ -225,6 +225,7 @@ impl Executor for SimulatedExecutor {
             vocab_size: self.preset.vocab_size,
             max_model_len: self.max_model_len,
             eos_token_id: None,
+            end_of_turn_ids: Vec::new(),
             simulated: true,
         }
     }

@@ -116,7 +116,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let t0 = Instant::now();
     while engine.has_unfinished() {
         for o in engine.step().map_err(|e| anyhow!("{e}"))? {
-            for id in o.new_tokens.into_iter().filter(|&t| Some(t) != eos) {
+            for id in o
+                .new_tokens
+                .into_iter()
+                .filter(|&t| Some(t) != eos && !tok.end_of_turn_ids().contains(&t))
+            {
                 outputs[o.request.0 as usize].push(id);
                 if single {
                     if let Some(piece) = stream.push(id).map_err(|e| anyhow!("{e}"))? {

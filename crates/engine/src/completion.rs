@@ -171,6 +171,7 @@ impl<E: Executor> Engine<E> {
         outputs: &mut Vec<RequestOutput>,
     ) -> Result<()> {
         let eos = self.spec.eos_token_id;
+        let ends_turn = |t: TokenId| Some(t) == eos || self.spec.end_of_turn_ids.contains(&t);
         let max_len = self.max_len;
         let seq = self.sched.seq_mut(sid)?;
         let params = &self
@@ -186,7 +187,7 @@ impl<E: Executor> Engine<E> {
         seq.metrics.token_times.push(now);
         let out_len = seq.tokens.len() - seq.prompt_len;
         let stop =
-            (!params.ignore_eos && Some(token) == eos) || params.stop_token_ids.contains(&token);
+            (!params.ignore_eos && ends_turn(token)) || params.stop_token_ids.contains(&token);
         let reason = if stop {
             Some(FinishReason::Stop)
         } else if out_len >= params.max_tokens || seq.tokens.len() >= max_len {

@@ -71,6 +71,9 @@ struct Shared {
     max_len: usize,
     vocab_size: usize,
     eos_token_id: Option<TokenId>,
+    /// Every token that ends a sequence unless a request ignores it: end-of-sequence and
+    /// the model's end-of-turn ids.
+    end_token_ids: Vec<TokenId>,
     next_id: AtomicU64,
     /// Requests added whose first token has not come out yet (queued or in prefill).
     not_started: AtomicUsize,
@@ -104,6 +107,13 @@ pub fn spawn<E: Executor + Send + 'static>(engine: Engine<E>) -> Result<EngineHa
         max_len: engine.max_model_len(),
         vocab_size: engine.spec().vocab_size,
         eos_token_id: engine.spec().eos_token_id,
+        end_token_ids: {
+            let spec = engine.spec();
+            spec.eos_token_id
+                .into_iter()
+                .chain(spec.end_of_turn_ids.iter().copied())
+                .collect()
+        },
         next_id: AtomicU64::new(1),
         not_started: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
@@ -207,6 +217,12 @@ impl EngineHandle {
     /// The model's end-of-sequence token.
     pub fn eos_token_id(&self) -> Option<TokenId> {
         self.shared.eos_token_id
+    }
+
+    /// Every token that ends a sequence unless a request ignores end-of-sequence: the
+    /// end-of-sequence token and the model's end-of-turn ids.
+    pub fn end_token_ids(&self) -> &[TokenId] {
+        &self.shared.end_token_ids
     }
 }
 

@@ -54,6 +54,9 @@ pub struct ModelSpec {
     pub max_model_len: usize,
     /// End-of-sequence token, if any.
     pub eos_token_id: Option<TokenId>,
+    /// Other tokens that end a sequence as end-of-sequence does, unless a request ignores
+    /// it (a chat model's end-of-turn ids).
+    pub end_of_turn_ids: Vec<TokenId>,
     /// Steps report modeled time instead of taking real time (the engine then runs a
     /// virtual clock).
     pub simulated: bool,

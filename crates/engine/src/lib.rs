@@ -17,7 +17,7 @@
 //! struct Counter;
 //! impl Executor for Counter {
 //!     fn spec(&self) -> ModelSpec {
-//!         ModelSpec { kv_bytes_per_token: 64, vocab_size: 100, max_model_len: 64, eos_token_id: None, simulated: false }
+//!         ModelSpec { kv_bytes_per_token: 64, vocab_size: 100, max_model_len: 64, eos_token_id: None, end_of_turn_ids: vec![], simulated: false }
 //!     }
 //!     fn init_kv(&mut self, _: KvLayout) -> Result<(), String> { Ok(()) }
 //!     fn copy_blocks(&mut self, _: &[pagedattn_kv::BlockCopy]) -> Result<(), String> { Ok(()) }

@@ -56,6 +56,10 @@ impl Executor for ModelExecutor {
                 .model
                 .tokenizer()
                 .and_then(pagedattn_model::Tokenizer::eos_id),
+            end_of_turn_ids: self
+                .model
+                .tokenizer()
+                .map_or_else(Vec::new, |t| t.end_of_turn_ids().to_vec()),
             simulated: false,
         }
     }

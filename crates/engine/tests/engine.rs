@@ -214,6 +214,33 @@ fn stop_tokens_and_eos_end_sequences() {
 }
 
 #[test]
+fn a_models_end_of_turn_ids_end_sequences_as_eos_does() {
+    let ps = prompts(6, 4);
+    let long = Engine::new(Mock::new(MAX_LEN), config(KvPolicy::Paged, 4096, 16))
+        .unwrap()
+        .generate(&ps, &params(30))
+        .unwrap();
+    for (p, out) in ps.iter().zip(&long) {
+        // The third token generated is one of the model's end-of-turn ids.
+        let end = out[0][2];
+        let mut mock = Mock::new(MAX_LEN);
+        mock.end_of_turn = vec![end];
+        let mut e = Engine::new(mock, config(KvPolicy::Paged, 4096, 16)).unwrap();
+        let stops = SamplingParams {
+            ignore_eos: false,
+            ..params(30)
+        };
+        let got = e.generate(std::slice::from_ref(p), &stops).unwrap();
+        let first_end = out[0].iter().position(|&t| t == end || t == 1).unwrap();
+        assert_eq!(got[0][0], out[0][..=first_end], "prompt {p:?}");
+        // Ignoring end-of-sequence ignores the end-of-turn ids too.
+        let all = e.generate(std::slice::from_ref(p), &params(30)).unwrap();
+        assert_eq!(all[0][0], out[0]);
+        e.check_invariants().unwrap();
+    }
+}
+
+#[test]
 fn invalid_requests_are_refused_and_nothing_is_queued() {
     let mut e = Engine::new(Mock::new(MAX_LEN), config(KvPolicy::Paged, 4096, 16)).unwrap();
     let bad = |prompt: Vec<u32>, p: SamplingParams| Request::new(1, prompt, p);

@@ -27,6 +27,8 @@ const IM_END: &str = "<|im_end|>";
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     eos: Option<u32>,
+    /// Other tokens that end a turn (a chat model's end-of-turn and end-of-message ids).
+    end_of_turn: Vec<u32>,
     default_system: Option<String>,
     /// The model's chat template (Jinja), from the GGUF metadata, if it has one.
     chat_template: Option<String>,
@@ -124,10 +126,24 @@ impl Tokenizer {
                 .collect();
             inner.add_special_tokens(&special);
         }
-        let eos = file
-            .get("tokenizer.ggml.eos_token_id")
-            .and_then(Value::as_u64)
-            .map(|v| v as u32);
+        let id = |key: &str| -> Result<Option<u32>> {
+            match file.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .filter(|&t| (t as usize) < tokens.len())
+                    .map(Some)
+                    .ok_or_else(|| tok_err(format!("{key} {v:?} is not a token id"))),
+            }
+        };
+        let eos = id("tokenizer.ggml.eos_token_id")?;
+        let mut end_of_turn = Vec::new();
+        for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+            if let Some(t) = id(key)?.filter(|&t| Some(t) != eos && !end_of_turn.contains(&t)) {
+                end_of_turn.push(t);
+            }
+        }
         let template = file
             .get("tokenizer.chat_template")
             .and_then(Value::as_str)
@@ -135,6 +151,7 @@ impl Tokenizer {
         Ok(Self {
             inner,
             eos,
+            end_of_turn,
             default_system: default_system_prompt(template),
             chat_template: (!template.is_empty()).then(|| template.to_string()),
         })
@@ -158,6 +175,7 @@ impl Tokenizer {
         Ok(Self {
             inner,
             eos,
+            end_of_turn: Vec::new(),
             default_system: None,
             chat_template: None,
         })
@@ -192,6 +210,7 @@ impl Tokenizer {
         Self {
             inner,
             eos: None,
+            end_of_turn: Vec::new(),
             default_system: None,
             chat_template: None,
         }
@@ -227,6 +246,12 @@ impl Tokenizer {
     /// The end-of-sequence token, if the tokenizer names one.
     pub fn eos_id(&self) -> Option<u32> {
         self.eos
+    }
+
+    /// Other tokens that end a turn as end-of-sequence does (GGUF `eot_token_id` and
+    /// `eom_token_id`: Llama 3's `<|eot_id|>` and `<|eom_id|>`, for instance).
+    pub fn end_of_turn_ids(&self) -> &[u32] {
+        &self.end_of_turn
     }
 
     /// Vocabulary size including special tokens.

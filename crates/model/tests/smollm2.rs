@@ -433,3 +433,28 @@ fn unsupported_features_are_refused_by_name() {
         .insert("llama.rope.scaling.type".into(), Value::Str("none".into()));
     assert!(Model::from_gguf(&file, LoadOptions::default()).is_ok());
 }
+
+/// GGUF end-of-turn ids (`eot_token_id`, `eom_token_id`) end a turn as end-of-sequence
+/// does; an id outside the vocabulary is an error naming the key.
+#[test]
+fn end_of_turn_ids_come_from_the_metadata() {
+    use pagedattn_model::{gguf::Value, Tokenizer};
+    let mut file = GgufFile::open(&model_path()).unwrap();
+    assert!(Tokenizer::from_gguf(&file)
+        .unwrap()
+        .end_of_turn_ids()
+        .is_empty());
+    file.metadata
+        .insert("tokenizer.ggml.eot_token_id".into(), Value::U64(5));
+    file.metadata
+        .insert("tokenizer.ggml.eom_token_id".into(), Value::U64(2)); // the EOS itself
+    let tok = Tokenizer::from_gguf(&file).unwrap();
+    assert_eq!((tok.eos_id(), tok.end_of_turn_ids()), (Some(2), &[5][..]));
+    file.metadata
+        .insert("tokenizer.ggml.eot_token_id".into(), Value::U64(49_152));
+    let err = Tokenizer::from_gguf(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("tokenizer.ggml.eot_token_id U64(49152) is not a token id"),
+        "{err}"
+    );
+}

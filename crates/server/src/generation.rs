@@ -57,11 +57,13 @@ pub async fn drive(
     cancelled: impl Future<Output = ()>,
 ) -> Result<Usage, ApiError> {
     let n = job.params.n;
-    let eos = (!job.params.ignore_eos)
-        .then(|| state.engine.eos_token_id())
-        .flatten();
+    let ends: std::sync::Arc<[u32]> = if job.params.ignore_eos {
+        std::sync::Arc::from([])
+    } else {
+        state.engine.end_token_ids().into()
+    };
     let mut texts: Vec<ChoiceText> = (0..job.prompts.len() * n)
-        .map(|_| ChoiceText::new(state.tokenizer.clone(), job.stops.clone(), eos))
+        .map(|_| ChoiceText::new(state.tokenizer.clone(), job.stops.clone(), ends.clone()))
         .collect();
     let ids: Vec<_> = streams.iter().map(RequestStream::id).collect();
     let mut merged = select_all(streams.into_iter().enumerate().map(|(p, rs)| {

@@ -22,7 +22,9 @@ pub struct Piece {
 pub struct ChoiceText {
     detok: TokenStream,
     stops: Arc<[String]>,
-    eos: Option<u32>,
+    /// Tokens that end the choice and whose text is never shown (end-of-sequence and the
+    /// model's end-of-turn ids, unless the request ignores them).
+    ends: Arc<[u32]>,
     /// Decoded text not yet sent: it may be the start of a stop string.
     held: String,
     /// Bytes of text sent so far.
@@ -34,12 +36,12 @@ pub struct ChoiceText {
 }
 
 impl ChoiceText {
-    /// A choice stopped by `stops` (and by `eos`, whose text is never shown).
-    pub fn new(tokenizer: Arc<Tokenizer>, stops: Arc<[String]>, eos: Option<u32>) -> Self {
+    /// A choice stopped by `stops` (and by `ends`, whose text is never shown).
+    pub fn new(tokenizer: Arc<Tokenizer>, stops: Arc<[String]>, ends: Arc<[u32]>) -> Self {
         Self {
             detok: TokenStream::new(tokenizer),
             stops,
-            eos,
+            ends,
             held: String::new(),
             sent: 0,
             tokens: 0,
@@ -52,7 +54,7 @@ impl ChoiceText {
         let mut piece = Piece::default();
         for &t in tokens {
             piece.tokens += 1;
-            if Some(t) == self.eos {
+            if self.ends.contains(&t) {
                 continue;
             }
             if let Some(s) = self.detok.push(t)? {
@@ -121,7 +123,11 @@ mod tests {
 
     fn choice(stops: &[&str]) -> ChoiceText {
         let stops: Vec<String> = stops.iter().map(|s| (*s).to_string()).collect();
-        ChoiceText::new(Arc::new(Tokenizer::byte_level()), stops.into(), Some(0))
+        ChoiceText::new(
+            Arc::new(Tokenizer::byte_level()),
+            stops.into(),
+            Arc::from([0]),
+        )
     }
 
     fn bytes(s: &str) -> Vec<u32> {

@@ -24,6 +24,8 @@ pub struct Mock {
     pub fail_at_step: Option<usize>,
     /// Sleep this long in every execute call (a model step takes time).
     pub step_delay: std::time::Duration,
+    /// The model's end-of-turn ids (besides end-of-sequence, token 1).
+    pub end_of_turn: Vec<u32>,
 }
 
 impl Mock {
@@ -36,6 +38,7 @@ impl Mock {
             max_batch: 0,
             fail_at_step: None,
             step_delay: std::time::Duration::ZERO,
+            end_of_turn: Vec::new(),
         }
     }
 }
@@ -54,6 +57,7 @@ impl Executor for Mock {
             vocab_size: VOCAB,
             max_model_len: self.max_len,
             eos_token_id: Some(1),
+            end_of_turn_ids: self.end_of_turn.clone(),
             simulated: false,
         }
     }
