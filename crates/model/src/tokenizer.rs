@@ -15,7 +15,9 @@ use tokenizers::decoders::byte_level::ByteLevel;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::AddedToken;
+use tokenizers::SplitDelimiterBehavior;
 
 /// llama.cpp's token type for control tokens.
 const TOKEN_TYPE_CONTROL: u64 = 3;
@@ -47,6 +49,11 @@ impl std::fmt::Debug for Tokenizer {
             .finish_non_exhaustive()
     }
 }
+
+/// Llama 3's split pattern (GGUF pre-tokenizer `llama-bpe`): digits in runs of up to three.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's split pattern (GGUF pre-tokenizer `qwen2`): as Llama 3's, one digit at a time.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 impl Tokenizer {
     /// Builds the tokenizer described by a GGUF file's metadata.
@@ -83,19 +90,25 @@ impl Tokenizer {
             .map_err(tok_err)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
         // Pre-tokenizers implemented: GPT-2's byte-level rule (`gpt2`, and files that name
-        // none) and SmolLM's (digits split one by one first). Another family's rule (Llama 3's
-        // `llama-bpe`, `qwen2`, ...) splits text differently: refused, not approximated.
+        // none), SmolLM's (digits split one by one first), and the split patterns of Llama 3
+        // (`llama-bpe`) and Qwen2 (`qwen2`) as their tokenizer.json files state them. Any
+        // other rule splits text differently: refused, not approximated.
         let pre = match file.get("tokenizer.ggml.pre") {
             None => "default",
             Some(v) => v
                 .as_str()
                 .ok_or_else(|| tok_err("tokenizer.ggml.pre is not a string"))?,
         };
-        if !matches!(pre, "default" | "gpt2" | "smollm") {
-            return Err(tok_err(format!(
-                "pre-tokenizer {pre:?} (tokenizer.ggml.pre) is not supported yet (gpt2, smollm)"
-            )));
-        }
+        let split = match pre {
+            "default" | "gpt2" | "smollm" => None,
+            "llama-bpe" => Some(LLAMA3_SPLIT),
+            "qwen2" => Some(QWEN2_SPLIT),
+            _ => {
+                return Err(tok_err(format!(
+                    "pre-tokenizer {pre:?} (tokenizer.ggml.pre) is not supported yet (gpt2, smollm, llama-bpe, qwen2)"
+                )))
+            }
+        };
         if matches!(
             file.get("tokenizer.ggml.add_bos_token"),
             Some(Value::Bool(true))
@@ -105,7 +118,19 @@ impl Tokenizer {
             ));
         }
         let byte_level = ByteLevel::new(false, true, true);
-        if pre == "smollm" {
+        if let Some(pattern) = split {
+            let split = Split::new(
+                SplitPattern::Regex(pattern.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(tok_err)?;
+            // The pattern does the splitting; the byte-level step only maps bytes.
+            inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])));
+        } else if pre == "smollm" {
             inner.with_pre_tokenizer(Some(Sequence::new(vec![
                 Digits::new(true).into(),
                 byte_level.into(),

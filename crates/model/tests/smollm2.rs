@@ -379,13 +379,13 @@ fn unsupported_features_are_refused_by_name() {
         ),
         (
             "tokenizer.ggml.pre",
-            Value::Str("llama-bpe".into()),
-            "pre-tokenizer \"llama-bpe\" (tokenizer.ggml.pre) is not supported yet (gpt2, smollm)",
+            Value::Str("falcon".into()),
+            "pre-tokenizer \"falcon\" (tokenizer.ggml.pre) is not supported yet (gpt2, smollm, llama-bpe, qwen2)",
         ),
         (
             "tokenizer.ggml.pre",
-            Value::Str("qwen2".into()),
-            "pre-tokenizer \"qwen2\"",
+            Value::Str("deepseek-llm".into()),
+            "pre-tokenizer \"deepseek-llm\"",
         ),
         (
             "tokenizer.ggml.add_bos_token",
@@ -457,4 +457,37 @@ fn end_of_turn_ids_come_from_the_metadata() {
         err.contains("tokenizer.ggml.eot_token_id U64(49152) is not a token id"),
         "{err}"
     );
+}
+
+/// The `llama-bpe` and `qwen2` pre-tokenizers, built from GGUF metadata (SmolLM2's
+/// vocabulary and merges under each pattern), encode a corpus of tricky strings exactly as
+/// the Hugging Face `tokenizers` library does with the families' own configuration
+/// (`fixtures/pretokenizers.json`, `scripts/reference/pretokenizer_fixtures.py`). SmolLM2
+/// has no merges across digits, so the two patterns' digit rules give the same ids here;
+/// what the fixture checks is the split pattern and the byte-level mapping after it.
+#[test]
+fn family_pre_tokenizers_match_the_tokenizers_library() {
+    use pagedattn_model::{gguf::Value, Tokenizer};
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/pretokenizers.json")).unwrap();
+    let mut file = GgufFile::open(&model_path()).unwrap();
+    let mut checked = 0;
+    for (pre, cases) in fixture["cases"].as_object().unwrap() {
+        file.metadata
+            .insert("tokenizer.ggml.pre".into(), Value::Str(pre.clone()));
+        let tok = Tokenizer::from_gguf(&file).unwrap();
+        for case in cases.as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| u32::try_from(v.as_u64().unwrap()).unwrap())
+                .collect();
+            assert_eq!(tok.encode(text).unwrap(), want, "{pre}: {text:?}");
+            assert_eq!(tok.decode(&want).unwrap(), text, "{pre}: {text:?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 22);
 }
