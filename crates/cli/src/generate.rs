@@ -86,7 +86,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             } else {
                 t.clone()
             };
-            tok.encode(&text).map_err(|e| anyhow!("{e}"))
+            tok.encode_prompt(&text).map_err(|e| anyhow!("{e}"))
         })
         .collect::<Result<Vec<_>>>()?;
     // The longest sequence this job can make; the KV budget must hold one of them.

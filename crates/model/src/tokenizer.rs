@@ -31,6 +31,9 @@ pub struct Tokenizer {
     eos: Option<u32>,
     /// Other tokens that end a turn (a chat model's end-of-turn and end-of-message ids).
     end_of_turn: Vec<u32>,
+    /// The beginning-of-sequence token, and whether a prompt starts with it.
+    bos: Option<u32>,
+    add_bos: bool,
     default_system: Option<String>,
     /// The model's chat template (Jinja), from the GGUF metadata, if it has one.
     chat_template: Option<String>,
@@ -109,14 +112,6 @@ impl Tokenizer {
                 )))
             }
         };
-        if matches!(
-            file.get("tokenizer.ggml.add_bos_token"),
-            Some(Value::Bool(true))
-        ) {
-            return Err(tok_err(
-                "tokenizer.ggml.add_bos_token is true: prompts that start with a BOS token are not supported yet",
-            ));
-        }
         let byte_level = ByteLevel::new(false, true, true);
         if let Some(pattern) = split {
             let split = Split::new(
@@ -163,6 +158,21 @@ impl Tokenizer {
             }
         };
         let eos = id("tokenizer.ggml.eos_token_id")?;
+        let bos = id("tokenizer.ggml.bos_token_id")?;
+        let add_bos = match file.get("tokenizer.ggml.add_bos_token") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(tok_err(format!(
+                    "tokenizer.ggml.add_bos_token {v:?} is not a boolean"
+                )))
+            }
+        };
+        if add_bos && bos.is_none() {
+            return Err(tok_err(
+                "tokenizer.ggml.add_bos_token is true but tokenizer.ggml.bos_token_id is missing",
+            ));
+        }
         let mut end_of_turn = Vec::new();
         for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
             if let Some(t) = id(key)?.filter(|&t| Some(t) != eos && !end_of_turn.contains(&t)) {
@@ -177,6 +187,8 @@ impl Tokenizer {
             inner,
             eos,
             end_of_turn,
+            bos,
+            add_bos,
             default_system: default_system_prompt(template),
             chat_template: (!template.is_empty()).then(|| template.to_string()),
         })
@@ -201,6 +213,8 @@ impl Tokenizer {
             inner,
             eos,
             end_of_turn: Vec::new(),
+            bos: None,
+            add_bos: false,
             default_system: None,
             chat_template: None,
         })
@@ -236,6 +250,8 @@ impl Tokenizer {
             inner,
             eos: None,
             end_of_turn: Vec::new(),
+            bos: None,
+            add_bos: false,
             default_system: None,
             chat_template: None,
         }
@@ -271,6 +287,22 @@ impl Tokenizer {
     /// The end-of-sequence token, if the tokenizer names one.
     pub fn eos_id(&self) -> Option<u32> {
         self.eos
+    }
+
+    /// The beginning-of-sequence token, if the tokenizer names one.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// A prompt's tokens: [`Tokenizer::encode`], after the BOS token when the model asks
+    /// for one (`add_bos_token`) and the text does not already start with it (a chat
+    /// template that writes `bos_token` itself), as llama.cpp does.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let ids = self.encode(text)?;
+        match self.bos.filter(|_| self.add_bos) {
+            Some(b) if ids.first() != Some(&b) => Ok(std::iter::once(b).chain(ids).collect()),
+            _ => Ok(ids),
+        }
     }
 
     /// Other tokens that end a turn as end-of-sequence does (GGUF `eot_token_id` and

@@ -389,8 +389,8 @@ fn unsupported_features_are_refused_by_name() {
         ),
         (
             "tokenizer.ggml.add_bos_token",
-            Value::Bool(true),
-            "tokenizer.ggml.add_bos_token is true: prompts that start with a BOS token are not supported yet",
+            Value::U64(1),
+            "tokenizer.ggml.add_bos_token U64(1) is not a boolean",
         ),
         (
             "llama.rope.scaling.type",
@@ -490,4 +490,29 @@ fn family_pre_tokenizers_match_the_tokenizers_library() {
         }
     }
     assert_eq!(checked, 22);
+}
+
+/// With `add_bos_token`, a prompt starts with the BOS token, once: not again when the text
+/// (a chat template writing `bos_token`) already starts with it. Without it, nothing is
+/// added. A missing BOS id is an error.
+#[test]
+fn add_bos_token_puts_one_bos_before_a_prompt() {
+    use pagedattn_model::{gguf::Value, Tokenizer};
+    let mut file = GgufFile::open(&model_path()).unwrap();
+    let plain = Tokenizer::from_gguf(&file).unwrap();
+    let text = "The capital of France is";
+    let ids = plain.encode(text).unwrap();
+    assert_eq!(plain.encode_prompt(text).unwrap(), ids);
+    file.metadata
+        .insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(true));
+    let tok = Tokenizer::from_gguf(&file).unwrap();
+    let bos = tok.bos_id().unwrap();
+    let with = tok.encode_prompt(text).unwrap();
+    assert_eq!((with[0], &with[1..]), (bos, &ids[..]));
+    let bos_text = tok.token_text(bos).unwrap();
+    let again = tok.encode_prompt(&format!("{bos_text}{text}")).unwrap();
+    assert_eq!(again, with, "no second BOS");
+    file.metadata.remove("tokenizer.ggml.bos_token_id");
+    let err = Tokenizer::from_gguf(&file).unwrap_err().to_string();
+    assert!(err.contains("bos_token_id is missing"), "{err}");
 }

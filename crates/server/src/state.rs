@@ -65,7 +65,11 @@ impl AppState {
             .eos_token_id()
             .and_then(|t| tokenizer.token_text(t))
             .unwrap_or_default();
-        let template = ChatTemplate::new(tokenizer.chat_template(), "", &eos)?;
+        let bos = tokenizer
+            .bos_id()
+            .and_then(|t| tokenizer.token_text(t))
+            .unwrap_or_default();
+        let template = ChatTemplate::new(tokenizer.chat_template(), &bos, &eos)?;
         Ok(Self {
             metrics: Metrics::new(&options.model_name, engine.clone()),
             model_name: options.model_name.clone(),
@@ -81,7 +85,7 @@ impl AppState {
 
     /// Token ids of `text`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ApiError> {
-        self.tokenizer.encode(text).map_err(|e| {
+        self.tokenizer.encode_prompt(text).map_err(|e| {
             ApiError::bad_request(format!("cannot tokenize the prompt: {e}"), Some("prompt"))
         })
     }
