@@ -70,16 +70,11 @@ impl GgmlType {
 
     /// GGML's name for the type.
     pub const fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "F32",
-            Self::F16 => "F16",
-            Self::Q4_0 => "Q4_0",
-            Self::Q4_1 => "Q4_1",
-            Self::Q8_0 => "Q8_0",
-            Self::Q4K => "Q4_K",
-            Self::Q5K => "Q5_K",
-            Self::Q6K => "Q6_K",
-            Self::Bf16 => "BF16",
+        match (self, self.quant()) {
+            (_, Some(q)) => q.name(),
+            (Self::F16, None) => "F16",
+            (Self::Bf16, None) => "BF16",
+            _ => "F32",
         }
     }
 

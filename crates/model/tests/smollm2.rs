@@ -96,10 +96,9 @@ fn logits_match_the_reference() {
     }
 }
 
-#[test]
-fn greedy_continues_the_capital_of_france_with_paris() {
-    let m = model();
-    let tok = m.tokenizer().unwrap();
+/// The reference case "The capital of France is" and as many greedy tokens after it as
+/// the reference has, decoded one at a time through two out-of-order blocks.
+fn greedy_after_france(m: &Model) -> (Case, Vec<u32>) {
     let case = fixture()
         .cases
         .into_iter()
@@ -121,7 +120,16 @@ fn greedy_continues_the_capital_of_france_with_paris() {
             LogitsFor::Last,
         );
     }
-    let generated = &seq[case.ids.len()..];
+    let generated = seq.split_off(case.ids.len());
+    (case, generated)
+}
+
+#[test]
+fn greedy_continues_the_capital_of_france_with_paris() {
+    let m = model();
+    let (case, generated) = greedy_after_france(m);
+    let tok = m.tokenizer().unwrap();
+    let generated = generated.as_slice();
     assert_eq!(generated, case.greedy.as_slice());
     assert!(tok.decode(generated).unwrap().starts_with(" Paris"));
 }
@@ -306,29 +314,9 @@ fn native_weights_agree_with_the_reference() {
 #[test]
 fn native_weights_continue_the_capital_of_france_with_paris() {
     let m = native_model();
+    let (case, generated) = greedy_after_france(m);
     let tok = m.tokenizer().unwrap();
-    let case = fixture()
-        .cases
-        .into_iter()
-        .find(|c| c.prompt == "The capital of France is")
-        .unwrap();
-    let mut cache = paged_cache(m.config(), 4, 16);
-    let table = [BlockId(3), BlockId(0)];
-    let mut seq = case.ids.clone();
-    let mut l = step(m, &mut cache, &table, &seq, 0, LogitsFor::Last);
-    for _ in 0..case.greedy.len() {
-        let next = argmax(l.row(0));
-        seq.push(next);
-        l = step(
-            m,
-            &mut cache,
-            &table,
-            &[next],
-            seq.len() - 1,
-            LogitsFor::Last,
-        );
-    }
-    let generated = &seq[case.ids.len()..];
+    let generated = generated.as_slice();
     let same = generated
         .iter()
         .zip(&case.greedy)
