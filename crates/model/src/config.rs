@@ -15,6 +15,148 @@ pub enum RopeStyle {
     HalfSplit,
 }
 
+/// The decoder family: what a layer computes beyond the block all of them share (RMSNorm,
+/// grouped-query attention with RoPE, SwiGLU).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// Llama 2 / 3.x, Mistral, SmolLM, TinyLlama: no biases.
+    #[default]
+    Llama,
+    /// Qwen2 / Qwen2.5: Llama's block with biases on the Q, K and V projections.
+    Qwen2,
+}
+
+impl Architecture {
+    /// The name GGUF's `general.architecture` and `config.json`'s `model_type` use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+        }
+    }
+
+    /// Whether the Q, K and V projections carry biases.
+    pub const fn qkv_bias(self) -> bool {
+        matches!(self, Self::Qwen2)
+    }
+}
+
+/// How RoPE's frequencies are stretched for contexts longer than the model was first
+/// trained on. Each rotation frequency `theta^(-2i / head_dim)` is divided by a factor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeScaling {
+    /// Every frequency divided by `factor` (positions interpolated).
+    Linear {
+        /// The divisor.
+        factor: f32,
+    },
+    /// Llama 3.1's rule (`rope_type: llama3`): wavelengths shorter than
+    /// `original_max_position / high_freq_factor` are kept, longer than
+    /// `original_max_position / low_freq_factor` divided by `factor`, and the ones between
+    /// interpolated smoothly.
+    Llama3 {
+        /// Divisor of the low frequencies.
+        factor: f32,
+        /// Wavelength bound (as a fraction of the original context) of the divided band.
+        low_freq_factor: f32,
+        /// Wavelength bound (as a fraction of the original context) of the kept band.
+        high_freq_factor: f32,
+        /// The context the model was pretrained with.
+        original_max_position: usize,
+    },
+    /// One divisor per frequency (`head_dim / 2` values), as GGUF files store Llama 3.1's
+    /// rule (`rope_freqs.weight`).
+    FreqFactors(Vec<f32>),
+}
+
+impl RopeScaling {
+    /// The divisor of each of `inv_freq`'s frequencies.
+    pub fn divisors(&self, inv_freq: &[f64]) -> Vec<f64> {
+        match self {
+            Self::Linear { factor } => vec![f64::from(*factor); inv_freq.len()],
+            Self::FreqFactors(f) => f.iter().map(|&x| f64::from(x)).collect(),
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position,
+            } => {
+                let (factor, low, high) = (
+                    f64::from(*factor),
+                    f64::from(*low_freq_factor),
+                    f64::from(*high_freq_factor),
+                );
+                let old = *original_max_position as f64;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                inv_freq
+                    .iter()
+                    .map(|&f| {
+                        let wavelen = std::f64::consts::TAU / f;
+                        if wavelen < high_wavelen {
+                            1.0
+                        } else if wavelen > low_wavelen {
+                            factor
+                        } else {
+                            let smooth = (old / wavelen - low) / (high - low);
+                            1.0 / ((1.0 - smooth) / factor + smooth)
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Checks the parameters: finite, positive, ordered, one factor per frequency.
+    fn validate(&self, head_dim: usize) -> Result<()> {
+        let bad = |m: String| Err(ModelError::InvalidConfig(format!("RoPE scaling: {m}")));
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        match self {
+            Self::Linear { factor } if !positive(*factor) => {
+                bad(format!("factor {factor} must be finite and > 0"))
+            }
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position,
+            } => {
+                if !(positive(*factor) && positive(*low_freq_factor) && positive(*high_freq_factor))
+                {
+                    bad(format!(
+                        "factor {factor}, low_freq_factor {low_freq_factor} and high_freq_factor {high_freq_factor} must be finite and > 0"
+                    ))
+                } else if low_freq_factor >= high_freq_factor {
+                    bad(format!(
+                        "low_freq_factor {low_freq_factor} must be below high_freq_factor {high_freq_factor}"
+                    ))
+                } else if *original_max_position == 0 {
+                    bad("original_max_position_embeddings must be > 0".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Self::FreqFactors(f) if f.len() != head_dim / 2 => bad(format!(
+                "{} frequency factors for {} frequencies (head_dim {head_dim} / 2)",
+                f.len(),
+                head_dim / 2
+            )),
+            Self::FreqFactors(f) => match f.iter().position(|&x| !positive(x)) {
+                Some(i) => bad(format!(
+                    "frequency factor {i} is {}; must be finite and > 0",
+                    f[i]
+                )),
+                None => Ok(()),
+            },
+            Self::Linear { .. } => Ok(()),
+        }
+    }
+}
+
+/// The GGUF tensor holding Llama 3.1's per-frequency RoPE divisors.
+pub(crate) const ROPE_FREQS: &str = "rope_freqs.weight";
+
 /// Shape and hyperparameters of a Llama-family decoder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -42,6 +184,12 @@ pub struct ModelConfig {
     pub rope_style: RopeStyle,
     /// Whether the LM head reuses the token embedding.
     pub tie_embeddings: bool,
+    /// The decoder family.
+    #[serde(default)]
+    pub architecture: Architecture,
+    /// RoPE frequency scaling, if the model uses it.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 impl ModelConfig {
@@ -62,6 +210,8 @@ impl ModelConfig {
                 rms_norm_eps: 1e-5,
                 rope_style: RopeStyle::AdjacentPairs,
                 tie_embeddings: true,
+                architecture: Architecture::Llama,
+                rope_scaling: None,
             }),
             "tiny" => Ok(Self {
                 num_layers: 2,
@@ -76,6 +226,8 @@ impl ModelConfig {
                 rms_norm_eps: 1e-5,
                 rope_style: RopeStyle::AdjacentPairs,
                 tie_embeddings: true,
+                architecture: Architecture::Llama,
+                rope_scaling: None,
             }),
             _ => Err(ModelError::UnknownConfig(name.to_string())),
         }
@@ -107,7 +259,11 @@ impl ModelConfig {
         let q = self.num_heads.checked_mul(self.head_dim)?;
         let kv = self.num_kv_heads.checked_mul(self.head_dim)?;
         let qkv = q.checked_add(kv.checked_mul(2)?)?;
-        let attn = h.checked_mul(qkv)?.checked_add(q.checked_mul(h)?)?;
+        let bias = if self.architecture.qkv_bias() { qkv } else { 0 };
+        let attn = h
+            .checked_mul(qkv)?
+            .checked_add(q.checked_mul(h)?)?
+            .checked_add(bias)?;
         let layer = attn
             .checked_add(h.checked_mul(f)?.checked_mul(3)?)?
             .checked_add(2 * h)?;
@@ -170,61 +326,93 @@ impl ModelConfig {
                 self.rope_theta, self.rms_norm_eps
             ));
         }
+        if let Some(scaling) = &self.rope_scaling {
+            scaling.validate(self.head_dim)?;
+        }
         Ok(())
     }
 
-    /// Reads a `llama`-architecture config from GGUF metadata.
+    /// Reads the config of a `llama` or `qwen2` GGUF file from its metadata (keys under the
+    /// architecture's name) and, for Llama 3.1's RoPE scaling, its `rope_freqs.weight`.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let arch = meta_str(file, "general.architecture")?;
-        if arch != "llama" {
-            return Err(ModelError::InvalidConfig(format!(
-                "architecture {arch:?} is not supported (only llama)"
-            )));
-        }
-        // What this crate does not implement yet is refused, never run wrongly.
-        if file.tensor("rope_freqs.weight").is_some() {
-            return Err(ModelError::InvalidConfig(
-                "tensor rope_freqs.weight: RoPE frequency scaling (Llama 3.1+) is not supported yet"
-                    .into(),
-            ));
-        }
-        if let Some(v) = file.get("llama.rope.scaling.type") {
-            let t = v.as_str().unwrap_or("?");
-            if t != "none" {
+        let (architecture, rope_style) = match arch {
+            // The converter permutes llama's Q/K rows so that rotated pairs are adjacent;
+            // qwen2's are stored as trained and rotate halves (llama.cpp's NeoX mode).
+            "llama" => (Architecture::Llama, RopeStyle::AdjacentPairs),
+            "qwen2" => (Architecture::Qwen2, RopeStyle::HalfSplit),
+            _ => {
                 return Err(ModelError::InvalidConfig(format!(
-                    "llama.rope.scaling.type {t:?}: RoPE scaling is not supported yet"
-                )));
+                    "architecture {arch:?} is not supported (llama, qwen2)"
+                )))
             }
-        }
-        let int = |k: &str| meta_usize(file, &format!("llama.{k}"));
+        };
+        let key = |k: &str| format!("{arch}.{k}");
+        let int = |k: &str| meta_usize(file, &key(k));
+        let float = |k: &str, default: f64| -> Result<f32> {
+            match file.get(&key(k)) {
+                None => Ok(default as f32),
+                Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| bad_key(&key(k))),
+            }
+        };
         let hidden_size = int("embedding_length")?;
         let num_heads = int("attention.head_count")?;
-        let head_dim = match file.get("llama.rope.dimension_count") {
+        let head_dim = match file.get(&key("rope.dimension_count")) {
             Some(_) => int("rope.dimension_count")?,
             None => hidden_size / num_heads.max(1),
         };
-        let vocab_size = match file.get("llama.vocab_size") {
+        let vocab_size = match file.get(&key("vocab_size")) {
             Some(_) => int("vocab_size")?,
             None => file
                 .get("tokenizer.ggml.tokens")
                 .and_then(Value::as_array)
                 .map_or(0, Array::len),
         };
-        let float = |k: &str, default: f64| -> Result<f32> {
-            match file.get(&format!("llama.{k}")) {
-                None => Ok(default as f32),
-                Some(v) => v
-                    .as_f64()
-                    .map(|x| x as f32)
-                    .ok_or_else(|| bad_key(&format!("llama.{k}"))),
-            }
+        let mut rope_scaling = match file.get(&key("rope.scaling.type")) {
+            None => None,
+            Some(v) => match v.as_str() {
+                Some("none") => None,
+                Some("linear") => match file.get(&key("rope.scaling.factor")) {
+                    None => None,
+                    Some(_) => Some(RopeScaling::Linear {
+                        factor: float("rope.scaling.factor", 1.0)?,
+                    }),
+                },
+                Some(t) => {
+                    return Err(ModelError::InvalidConfig(format!(
+                        "{} {t:?}: RoPE scaling of this type is not supported (none, linear)",
+                        key("rope.scaling.type")
+                    )))
+                }
+                None => return Err(bad_key(&key("rope.scaling.type"))),
+            },
         };
+        if let Some(t) = file.tensor(ROPE_FREQS) {
+            if rope_scaling.is_some() {
+                return Err(ModelError::InvalidConfig(format!(
+                    "tensor {ROPE_FREQS} and {} linear: two RoPE scalings at once are not supported",
+                    key("rope.scaling.type")
+                )));
+            }
+            if t.kind != crate::quant::GgmlType::F32 || t.dims.len() != 1 {
+                return Err(ModelError::InvalidConfig(format!(
+                    "tensor {ROPE_FREQS}: expected a vector of F32, found {:?} {:?}",
+                    t.kind, t.dims
+                )));
+            }
+            let factors = file
+                .tensor_bytes(t)
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            rope_scaling = Some(RopeScaling::FreqFactors(factors));
+        }
         let c = Self {
             num_layers: int("block_count")?,
             hidden_size,
             intermediate_size: int("feed_forward_length")?,
             num_heads,
-            num_kv_heads: match file.get("llama.attention.head_count_kv") {
+            num_kv_heads: match file.get(&key("attention.head_count_kv")) {
                 Some(_) => int("attention.head_count_kv")?,
                 None => num_heads,
             },
@@ -233,8 +421,10 @@ impl ModelConfig {
             max_context: int("context_length")?,
             rope_theta: float("rope.freq_base", 10_000.0)?,
             rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
-            rope_style: RopeStyle::AdjacentPairs,
+            rope_style,
             tie_embeddings: file.tensor("output.weight").is_none(),
+            architecture,
+            rope_scaling,
         };
         c.validate()?;
         Ok(c)
@@ -273,48 +463,67 @@ impl ModelConfig {
             checked.map_err(|e| err(format!("{key}: {e}")))?;
         }
         // The family and the features this crate implements; anything else is refused by
-        // name rather than run without it (a Qwen2 directory would lose its q/k/v biases).
+        // name rather than run without it.
         let text_field = |key: &str| obj.get(key).and_then(serde_json::Value::as_str);
         let arch_names: Vec<&str> = obj
             .get("architectures")
             .and_then(serde_json::Value::as_array)
             .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
             .unwrap_or_default();
-        match text_field("model_type") {
-            Some("llama" | "mistral") => {}
+        let model_type = match text_field("model_type") {
+            Some(t @ ("llama" | "mistral" | "qwen2")) => t,
             Some(other) => {
                 return bad(format!(
-                    "model_type {other:?} is not supported (llama, mistral)"
+                    "model_type {other:?} is not supported (llama, mistral, qwen2)"
                 ))
             }
-            None if arch_names
-                .iter()
-                .any(|a| matches!(*a, "LlamaForCausalLM" | "MistralForCausalLM")) => {}
-            None => {
-                return bad(format!(
-                    "model_type is missing and architectures {arch_names:?} names no supported family (llama, mistral)"
-                ))
-            }
-        }
-        if let Some(scaling) = obj.get("rope_scaling").filter(|v| !v.is_null()) {
-            let kind = scaling
-                .get("rope_type")
-                .or_else(|| scaling.get("type"))
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("?");
-            return bad(format!("rope_scaling type {kind:?} is not supported yet"));
-        }
+            None => match arch_names.iter().find_map(|a| match *a {
+                "LlamaForCausalLM" => Some("llama"),
+                "MistralForCausalLM" => Some("mistral"),
+                "Qwen2ForCausalLM" => Some("qwen2"),
+                _ => None,
+            }) {
+                Some(t) => t,
+                None => {
+                    return bad(format!(
+                        "model_type is missing and architectures {arch_names:?} names no supported family (llama, mistral, qwen2)"
+                    ))
+                }
+            },
+        };
+        let architecture = if model_type == "qwen2" {
+            Architecture::Qwen2
+        } else {
+            Architecture::Llama
+        };
+        let rope_scaling = match obj.get("rope_scaling").filter(|v| !v.is_null()) {
+            None => None,
+            Some(s) => hf_rope_scaling(s).map_err(err)?,
+        };
+        // Llama's optional biases also cover the output projection; Qwen2's are fixed.
         for flag in ["attention_bias", "mlp_bias"] {
             if obj.get(flag).and_then(serde_json::Value::as_bool) == Some(true) {
-                return bad(format!("{flag}: biases are not supported yet"));
+                return bad(format!(
+                    "{flag}: biases are not supported for model_type {model_type:?}"
+                ));
             }
         }
         if let Some(act) = text_field("hidden_act").filter(|a| *a != "silu") {
             return bad(format!("hidden_act {act:?} is not supported (silu)"));
         }
+        // Mistral attends within a sliding window; Qwen2 only when `use_sliding_window`.
+        let windowed = match architecture {
+            Architecture::Qwen2 => {
+                obj.get("use_sliding_window")
+                    .and_then(serde_json::Value::as_bool)
+                    == Some(true)
+            }
+            Architecture::Llama => model_type == "mistral",
+        };
         let sliding_window = obj
             .get("sliding_window")
-            .and_then(serde_json::Value::as_u64);
+            .and_then(serde_json::Value::as_u64)
+            .filter(|_| windowed);
         let j: HfConfig = serde_json::from_value(v).map_err(|e| err(e.to_string()))?;
         let num_kv_heads = j.num_key_value_heads.unwrap_or(j.num_attention_heads);
         if j.head_dim.is_none()
@@ -355,16 +564,47 @@ impl ModelConfig {
             rms_norm_eps: j.rms_norm_eps.unwrap_or(1e-6),
             rope_style: RopeStyle::HalfSplit,
             tie_embeddings: j.tie_word_embeddings.unwrap_or(false),
+            architecture,
+            rope_scaling,
         };
         c.validate()?;
         Ok(c)
     }
 
-    /// The Hugging Face `config.json` for this config.
-    pub fn to_hf_json(&self) -> String {
+    /// The Hugging Face `config.json` for this config. Per-frequency RoPE factors
+    /// ([`RopeScaling::FreqFactors`]) have no `config.json` form: an error.
+    pub fn to_hf_json(&self) -> Result<String> {
+        let rope_scaling = match &self.rope_scaling {
+            None => None,
+            Some(RopeScaling::Linear { factor }) => {
+                Some(serde_json::json!({"rope_type": "linear", "factor": factor}))
+            }
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position,
+            }) => Some(serde_json::json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position,
+            })),
+            Some(RopeScaling::FreqFactors(_)) => {
+                return Err(ModelError::InvalidConfig(
+                    "per-frequency RoPE factors (rope_freqs.weight) have no config.json form"
+                        .into(),
+                ))
+            }
+        };
+        let (arch, model_type) = match self.architecture {
+            Architecture::Llama => ("LlamaForCausalLM", "llama"),
+            Architecture::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+        };
         let j = HfConfig {
-            architectures: Some(vec!["LlamaForCausalLM".into()]),
-            model_type: Some("llama".into()),
+            architectures: Some(vec![arch.into()]),
+            model_type: Some(model_type.into()),
             num_hidden_layers: self.num_layers,
             hidden_size: self.hidden_size,
             intermediate_size: self.intermediate_size,
@@ -376,8 +616,10 @@ impl ModelConfig {
             rope_theta: Some(self.rope_theta),
             rms_norm_eps: Some(self.rms_norm_eps),
             tie_word_embeddings: Some(self.tie_embeddings),
+            rope_scaling,
         };
-        serde_json::to_string_pretty(&j).unwrap_or_default()
+        serde_json::to_string_pretty(&j)
+            .map_err(|e| ModelError::InvalidConfig(format!("config.json: {e}")))
     }
 }
 
@@ -399,6 +641,44 @@ struct HfConfig {
     rope_theta: Option<f32>,
     rms_norm_eps: Option<f32>,
     tie_word_embeddings: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rope_scaling: Option<serde_json::Value>,
+}
+
+/// A `config.json` `rope_scaling` object: `default` (none), `linear` or `llama3`.
+fn hf_rope_scaling(s: &serde_json::Value) -> std::result::Result<Option<RopeScaling>, String> {
+    let kind = s
+        .get("rope_type")
+        .or_else(|| s.get("type"))
+        .and_then(serde_json::Value::as_str)
+        .ok_or("rope_scaling: no rope_type")?;
+    let num = |k: &str| -> std::result::Result<f32, String> {
+        s.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .map(|x| x as f32)
+            .ok_or_else(|| format!("rope_scaling.{k} is missing or not a number"))
+    };
+    match kind {
+        "default" => Ok(None),
+        "linear" => Ok(Some(RopeScaling::Linear {
+            factor: num("factor")?,
+        })),
+        "llama3" => Ok(Some(RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position: s
+                .get("original_max_position_embeddings")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or(
+                    "rope_scaling.original_max_position_embeddings is missing or not an integer",
+                )?,
+        })),
+        other => Err(format!(
+            "rope_scaling type {other:?} is not supported (default, linear, llama3)"
+        )),
+    }
 }
 
 fn bad_key(key: &str) -> ModelError {
@@ -425,7 +705,7 @@ mod tests {
     #[test]
     fn a_sliding_window_bounds_the_context() {
         let c = ModelConfig::named("tiny").unwrap();
-        let mut j: serde_json::Value = serde_json::from_str(&c.to_hf_json()).unwrap();
+        let mut j: serde_json::Value = serde_json::from_str(&c.to_hf_json().unwrap()).unwrap();
         j["model_type"] = "mistral".into();
         j["max_position_embeddings"] = 4096.into();
         j["sliding_window"] = 1024.into();
@@ -467,7 +747,10 @@ mod tests {
     fn hf_json_round_trip() {
         let mut c = ModelConfig::named("tiny").unwrap();
         c.rope_style = RopeStyle::HalfSplit;
-        assert_eq!(ModelConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+        assert_eq!(
+            ModelConfig::from_hf_json(&c.to_hf_json().unwrap()).unwrap(),
+            c
+        );
         assert!(ModelConfig::from_hf_json("{}").is_err());
     }
 }

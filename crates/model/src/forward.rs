@@ -144,6 +144,12 @@ impl Model {
         for (layer, w) in self.weights.layers.iter().enumerate() {
             rms_norm(&a.x, &w.attn_norm, c.rms_norm_eps, &mut a.h);
             matmul(&a.h, &w.wqkv, &mut a.qkv, false)?;
+            if let Some(bias) = &w.qkv_bias {
+                a.qkv
+                    .par_chunks_mut(qd + 2 * kvd)
+                    .with_min_len(crate::ops::ROWS_PER_TASK)
+                    .for_each(|row| row.iter_mut().zip(bias).for_each(|(x, b)| *x += b));
+            }
             a.q.par_chunks_mut(qd)
                 .zip(a.k.par_chunks_mut(kvd))
                 .zip(a.v.par_chunks_mut(kvd))

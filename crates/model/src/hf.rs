@@ -42,6 +42,9 @@ fn hf_name(name: TensorName) -> String {
                 LayerTensor::Gate => "mlp.gate_proj",
                 LayerTensor::Up => "mlp.up_proj",
                 LayerTensor::Down => "mlp.down_proj",
+                LayerTensor::QBias => return format!("model.layers.{i}.self_attn.q_proj.bias"),
+                LayerTensor::KBias => return format!("model.layers.{i}.self_attn.k_proj.bias"),
+                LayerTensor::VBias => return format!("model.layers.{i}.self_attn.v_proj.bias"),
             };
             format!("model.layers.{i}.{s}.weight")
         }
@@ -207,7 +210,7 @@ impl Model {
         let mut hf_config = c.clone();
         hf_config.rope_style = RopeStyle::HalfSplit;
         let path = dir.join(CONFIG);
-        std::fs::write(&path, hf_config.to_hf_json()).map_err(|e| ModelError::io(path, e))?;
+        std::fs::write(&path, hf_config.to_hf_json()?).map_err(|e| ModelError::io(path, e))?;
 
         let w = &self.weights;
         let (qd, kvd, f) = (c.q_dim(), c.kv_dim(), c.intermediate_size);
@@ -233,10 +236,21 @@ impl Model {
             push(t(LayerTensor::Up), &l.w_gate_up, f, 2 * f);
             push(t(LayerTensor::Down), &l.w_down, 0, l.w_down.rows());
         }
+        for (i, l) in w.layers.iter().enumerate() {
+            if let Some(b) = &l.qkv_bias {
+                let t = |x| hf_name(TensorName::Layer(i, x));
+                tensors.push((t(LayerTensor::QBias), vec![qd], b[..qd].to_vec()));
+                tensors.push((t(LayerTensor::KBias), vec![kvd], b[qd..qd + kvd].to_vec()));
+                tensors.push((t(LayerTensor::VBias), vec![kvd], b[qd + kvd..].to_vec()));
+            }
+        }
         if c.rope_style == RopeStyle::AdjacentPairs {
             for (name, _, data) in &mut tensors {
                 if name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight") {
                     unpermute_rows(data, c.head_dim, c.hidden_size);
+                }
+                if name.ends_with("q_proj.bias") || name.ends_with("k_proj.bias") {
+                    unpermute_rows(data, c.head_dim, 1);
                 }
             }
         }

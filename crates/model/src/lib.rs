@@ -48,7 +48,7 @@ mod tokenizer;
 mod weights;
 
 pub use batch::{Batch, KvBackend, KvLocation, LogitsFor, SeqInput};
-pub use config::{ModelConfig, RopeStyle};
+pub use config::{Architecture, ModelConfig, RopeScaling, RopeStyle};
 pub use error::{ModelError, Result};
 pub use forward::{argmax, Logits, LogitsRow};
 pub use model::{LoadOptions, Model};

@@ -50,6 +50,7 @@ impl Model {
     /// Builds the model (weights and tokenizer) from a parsed GGUF file.
     pub fn from_gguf(file: &GgufFile, opts: LoadOptions) -> Result<Self> {
         let config = ModelConfig::from_gguf(file)?;
+        crate::weights::check_gguf_tensors(file, &config)?;
         // The tokenizer first: what it refuses is refused before the weights are read.
         let tokenizer = Tokenizer::from_gguf(file)?;
         let weights = Weights::load(&config, &mut GgufSource(file), opts.dtype)?;
@@ -73,7 +74,12 @@ impl Model {
         weights: Weights,
         tokenizer: Option<Tokenizer>,
     ) -> Self {
-        let rope = Rope::new(config.head_dim, config.rope_theta, config.rope_style);
+        let rope = Rope::new(
+            config.head_dim,
+            config.rope_theta,
+            config.rope_style,
+            config.rope_scaling.as_ref(),
+        );
         Self {
             config,
             weights,

@@ -210,6 +210,12 @@ pub enum LayerTensor {
     Up,
     /// SwiGLU down `[hidden, ffn]`.
     Down,
+    /// Query bias `[q_dim]` (Qwen2).
+    QBias,
+    /// Key bias `[kv_dim]` (Qwen2).
+    KBias,
+    /// Value bias `[kv_dim]` (Qwen2).
+    VBias,
 }
 
 /// A provider of tensors in f32.
@@ -234,6 +240,8 @@ pub(crate) struct LayerWeights {
     pub attn_norm: Vec<f32>,
     /// Q, K and V rows stacked: `[q_dim + 2 * kv_dim, hidden]`.
     pub wqkv: Matrix,
+    /// Q, K and V biases stacked (`q_dim + 2 * kv_dim`), for architectures that have them.
+    pub qkv_bias: Option<Vec<f32>>,
     pub wo: Matrix,
     pub ffn_norm: Vec<f32>,
     /// Gate and up rows stacked: `[2 * ffn, hidden]`.
@@ -300,12 +308,13 @@ impl Weights {
             }
             Ok(Matrix::new(rows, cols, &data, dtype))
         };
-        let vector = |src: &mut dyn TensorSource, name: TensorName| -> Result<Vec<f32>> {
-            src.check(name, &[h])?;
-            let mut out = vec![0.0; h];
-            src.fill(name, &[h], &mut out)?;
-            Ok(out)
+        let vector_of = |src: &mut dyn TensorSource, name: TensorName, len: usize| {
+            src.check(name, &[len])?;
+            let mut out = vec![0.0; len];
+            src.fill(name, &[len], &mut out)?;
+            Ok::<_, ModelError>(out)
         };
+        let vector = |src: &mut dyn TensorSource, name: TensorName| vector_of(src, name, h);
         let embed = matrix(src, &[(TensorName::Embed, v)], h)?;
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
@@ -321,6 +330,14 @@ impl Weights {
                     ],
                     h,
                 )?,
+                qkv_bias: if c.architecture.qkv_bias() {
+                    let mut b = vector_of(src, l(T::QBias), c.q_dim())?;
+                    b.extend(vector_of(src, l(T::KBias), c.kv_dim())?);
+                    b.extend(vector_of(src, l(T::VBias), c.kv_dim())?);
+                    Some(b)
+                } else {
+                    None
+                },
                 wo: matrix(src, &[(l(T::O), h)], c.q_dim())?,
                 ffn_norm: vector(src, l(T::FfnNorm))?,
                 w_gate_up: matrix(src, &[(l(T::Gate), f), (l(T::Up), f)], h)?,
@@ -348,7 +365,9 @@ impl Weights {
                 + l.wo.bytes()
                 + l.w_gate_up.bytes()
                 + l.w_down.bytes()
-                + 4 * (l.attn_norm.len() + l.ffn_norm.len())
+                + 4 * (l.attn_norm.len()
+                    + l.ffn_norm.len()
+                    + l.qkv_bias.as_ref().map_or(0, Vec::len))
         };
         self.embed.bytes()
             + self.layers.iter().map(layer).sum::<usize>()
@@ -420,10 +439,57 @@ fn gguf_name(name: TensorName) -> String {
                 LayerTensor::Gate => "ffn_gate",
                 LayerTensor::Up => "ffn_up",
                 LayerTensor::Down => "ffn_down",
+                LayerTensor::QBias => return format!("blk.{i}.attn_q.bias"),
+                LayerTensor::KBias => return format!("blk.{i}.attn_k.bias"),
+                LayerTensor::VBias => return format!("blk.{i}.attn_v.bias"),
             };
             format!("blk.{i}.{s}.weight")
         }
     }
+}
+
+/// Every tensor a model of config `c` reads.
+pub(crate) fn tensor_names(c: &ModelConfig) -> Vec<TensorName> {
+    let mut names = vec![TensorName::Embed, TensorName::FinalNorm];
+    if !c.tie_embeddings {
+        names.push(TensorName::LmHead);
+    }
+    let mut per_layer = vec![
+        T::AttnNorm,
+        T::Q,
+        T::K,
+        T::V,
+        T::O,
+        T::FfnNorm,
+        T::Gate,
+        T::Up,
+        T::Down,
+    ];
+    if c.architecture.qkv_bias() {
+        per_layer.extend([T::QBias, T::KBias, T::VBias]);
+    }
+    for i in 0..c.num_layers {
+        names.extend(per_layer.iter().map(|&t| TensorName::Layer(i, t)));
+    }
+    names
+}
+
+/// Refuses a GGUF file holding a tensor that config `c` does not read: a feature of the
+/// architecture this crate does not implement (an output bias, a different norm), which
+/// would otherwise be silently left out. llama.cpp refuses such files the same way.
+pub(crate) fn check_gguf_tensors(file: &GgufFile, c: &ModelConfig) -> Result<()> {
+    let used: std::collections::HashSet<String> =
+        tensor_names(c).into_iter().map(gguf_name).collect();
+    for t in &file.tensors {
+        if !used.contains(&t.name) && t.name != crate::config::ROPE_FREQS {
+            return Err(ModelError::InvalidConfig(format!(
+                "tensor {} is not part of architecture {} as implemented here; refused rather than ignored",
+                t.name,
+                c.architecture.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Seeded random weights: uniform with standard deviation 0.02 (norms are 1), as a

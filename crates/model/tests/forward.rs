@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{max_diff, paged_cache, prefill_all, slots, step};
+use common::{chunked_logits, max_diff, paged_cache, prefill_all, shuffled_table, slots, step};
 use pagedattn_kernels::{ContiguousKv, ContiguousKvConfig, DType};
 use pagedattn_kv::BlockId;
 use pagedattn_model::{Batch, KvLocation, LogitsFor, Model, ModelError, SeqInput, WeightDType};
@@ -18,49 +18,6 @@ fn tokens(n: usize, seed: u32) -> Vec<u32> {
     (0..n as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 97) >> 7) % 256)
         .collect()
-}
-
-/// A block table of `n` distinct blocks out of `pool`, in a scrambled order.
-fn shuffled_table(n: usize, pool: usize, seed: usize) -> Vec<BlockId> {
-    let mut ids: Vec<u32> = (0..pool as u32).collect();
-    for i in (1..ids.len()).rev() {
-        let j = (i * 7919 + seed * 104_729) % (i + 1);
-        ids.swap(i, j);
-    }
-    ids.truncate(n);
-    ids.into_iter().map(BlockId).collect()
-}
-
-/// Feeds `toks` in chunks of the given sizes through a scrambled paged cache and returns
-/// the logits of every position.
-fn chunked_logits(
-    model: &Model,
-    toks: &[u32],
-    chunks: &[usize],
-    block_size: usize,
-    seed: usize,
-) -> Vec<Vec<f32>> {
-    let blocks = toks.len().div_ceil(block_size);
-    let mut cache = paged_cache(model.config(), blocks * 3, block_size);
-    let table = shuffled_table(blocks, blocks * 3, seed);
-    let (mut at, mut out) = (0, Vec::new());
-    for &c in chunks.iter().chain(std::iter::repeat(&1)) {
-        if at == toks.len() {
-            break;
-        }
-        let c = c.clamp(1, toks.len() - at);
-        let l = step(
-            model,
-            &mut cache,
-            &table,
-            &toks[at..at + c],
-            at,
-            LogitsFor::All,
-        );
-        out.extend((0..l.len()).map(|i| l.row(i).to_vec()));
-        at += c;
-    }
-    out
 }
 
 #[test]

@@ -347,28 +347,35 @@ fn native_incremental_decode_stays_near_one_prefill() {
     assert!(worst < 1.0, "max |diff| {worst}");
 }
 
-/// What the crate does not implement yet — other architectures, tokenizer models and
-/// pre-tokenizers, a BOS token, RoPE scaling — is refused at load with a message naming it,
-/// never run wrongly.
+/// What the crate does not implement — other architectures, tokenizer models and
+/// pre-tokenizers, RoPE scalings other than linear and Llama 3's, tensors no implemented
+/// feature reads — is refused at load with a message naming it, never run wrongly.
 #[test]
 fn unsupported_features_are_refused_by_name() {
     use pagedattn_model::gguf::Value;
+    use pagedattn_model::RopeScaling;
     let mut file = GgufFile::open(&model_path()).unwrap();
     let cases: [(&str, Value, &str); 7] = [
         (
             "general.architecture",
+            Value::Str("gemma2".into()),
+            "architecture \"gemma2\" is not supported (llama, qwen2)",
+        ),
+        (
+            // Supported, but this file's keys are under `llama.`.
+            "general.architecture",
             Value::Str("qwen2".into()),
-            "architecture \"qwen2\" is not supported (only llama)",
+            "metadata qwen2.embedding_length is missing or has the wrong type",
         ),
         (
             "tokenizer.ggml.model",
-            Value::Str("llama".into()),
-            "tokenizer model \"llama\" is not supported (only gpt2 BPE)",
+            Value::Str("bert".into()),
+            "tokenizer model \"bert\"",
         ),
         (
             "tokenizer.ggml.pre",
             Value::Str("falcon".into()),
-            "pre-tokenizer \"falcon\" (tokenizer.ggml.pre) is not supported yet (gpt2, smollm, llama-bpe, qwen2)",
+            "pre-tokenizer \"falcon\" (tokenizer.ggml.pre) is not supported",
         ),
         (
             "tokenizer.ggml.pre",
@@ -382,13 +389,8 @@ fn unsupported_features_are_refused_by_name() {
         ),
         (
             "llama.rope.scaling.type",
-            Value::Str("linear".into()),
-            "llama.rope.scaling.type \"linear\": RoPE scaling is not supported yet",
-        ),
-        (
-            "llama.rope.scaling.type",
             Value::Str("yarn".into()),
-            "llama.rope.scaling.type \"yarn\"",
+            "llama.rope.scaling.type \"yarn\": RoPE scaling of this type is not supported (none, linear)",
         ),
     ];
     for (key, value, says) in cases {
@@ -403,23 +405,46 @@ fn unsupported_features_are_refused_by_name() {
             None => file.metadata.remove(key),
         };
     }
-    // Llama 3.1's frequency-scaling tensor.
-    let embd = file
+    // A tensor nothing reads (an output bias) is refused, not ignored.
+    let norm = file
         .tensors
         .iter()
-        .position(|t| t.name == "token_embd.weight")
+        .position(|t| t.name == "blk.0.attn_norm.weight")
         .unwrap();
-    file.tensors[embd].name = "rope_freqs.weight".into();
-    let err = Model::from_gguf(&file, LoadOptions::default()).unwrap_err();
+    let mut extra = file.tensors[norm].clone();
+    extra.name = "blk.0.attn_output.bias".into();
+    file.tensors.push(extra);
     assert_eq!(
-        err.to_string(),
-        "invalid model config: tensor rope_freqs.weight: RoPE frequency scaling (Llama 3.1+) is not supported yet"
+        Model::from_gguf(&file, LoadOptions::default())
+            .unwrap_err()
+            .to_string(),
+        "invalid model config: tensor blk.0.attn_output.bias is not part of architecture llama as implemented here; refused rather than ignored"
     );
-    file.tensors[embd].name = "token_embd.weight".into();
-    // Stated as absent, scaling is no reason to refuse.
+    // Llama 3.1's frequency factors must be one per frequency.
+    file.tensors.last_mut().unwrap().name = "rope_freqs.weight".into();
+    assert_eq!(
+        Model::from_gguf(&file, LoadOptions::default())
+            .unwrap_err()
+            .to_string(),
+        "invalid model config: RoPE scaling: 576 frequency factors for 32 frequencies (head_dim 64 / 2)"
+    );
+    file.tensors.pop();
+    // Linear scaling, and scaling stated as absent, load.
     file.metadata
         .insert("llama.rope.scaling.type".into(), Value::Str("none".into()));
-    assert!(Model::from_gguf(&file, LoadOptions::default()).is_ok());
+    let m = Model::from_gguf(&file, LoadOptions::default()).unwrap();
+    assert_eq!(m.config().rope_scaling, None);
+    file.metadata.insert(
+        "llama.rope.scaling.type".into(),
+        Value::Str("linear".into()),
+    );
+    file.metadata
+        .insert("llama.rope.scaling.factor".into(), Value::F64(2.0));
+    let m = Model::from_gguf(&file, LoadOptions::default()).unwrap();
+    assert_eq!(
+        m.config().rope_scaling,
+        Some(RopeScaling::Linear { factor: 2.0 })
+    );
 }
 
 /// GGUF end-of-turn ids (`eot_token_id`, `eom_token_id`) end a turn as end-of-sequence
