@@ -3,7 +3,9 @@
 `tokenizers` library gives for a corpus of tricky strings, with SmolLM2's vocabulary and
 merges (read from the GGUF file with the `gguf` package) under each GGUF pre-tokenizer the
 model crate implements, configured as the families' own tokenizer.json files configure
-them. The Rust test builds the same tokenizers from the GGUF metadata and must agree.
+them, and for the strings with multi-byte characters the decode of every prefix of the
+ids (some cut a character). The Rust tests build the same tokenizers from the GGUF
+metadata and must agree.
 
     python3 -m venv /tmp/gguf-env && /tmp/gguf-env/bin/pip install gguf numpy tokenizers
     /tmp/gguf-env/bin/python scripts/reference/pretokenizer_fixtures.py models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -57,7 +59,14 @@ def main():
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
         ])
         tok.decoder = decoders.ByteLevel()
-        cases[name] = [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in CORPUS]
+        cases[name] = []
+        for t in CORPUS:
+            ids = tok.encode(t, add_special_tokens=False).ids
+            case = {"text": t, "ids": ids}
+            if not t.isascii():
+                # Every prefix of the ids: some cut a multi-byte character.
+                case["prefix_decodes"] = [tok.decode(ids[:k]) for k in range(len(ids) + 1)]
+            cases[name].append(case)
     OUT.write_text(json.dumps({"writer": "tokenizers (Python)", "cases": cases}, ensure_ascii=False) + "\n")
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
 
