@@ -97,6 +97,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let mut config = EngineConfig::new(KvPolicy::Paged, args.kv_mib << 20);
     config.max_model_len = Some(max_len);
     let mut engine = Engine::new(exec, config).map_err(|e| anyhow!("{e}"))?;
+    // One prompt's output is streamed, decoded after the prompt's last tokens.
+    let mut stream = TokenStream::after(
+        Arc::new(tok.clone()),
+        prompts.first().map_or(&[][..], Vec::as_slice),
+    );
     for (i, p) in prompts.into_iter().enumerate() {
         let params = SamplingParams {
             temperature: args.temperature,
@@ -110,7 +115,6 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             .map_err(|e| anyhow!("prompt {}: {e}", i + 1))?;
     }
     let single = texts.len() == 1;
-    let mut stream = TokenStream::new(Arc::new(tok.clone()));
     let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); texts.len()];
     let mut stdout = std::io::stdout().lock();
     let t0 = Instant::now();

@@ -1,4 +1,5 @@
-//! Hugging Face layout: `config.json`, the weights and `tokenizer.json` in one directory.
+//! Hugging Face layout: `config.json`, the weights and the tokenizer's files
+//! (`tokenizer.json`, `tokenizer_config.json`, `generation_config.json`) in one directory.
 //! Weights are one `model.safetensors` or shards listed by `model.safetensors.index.json`
 //! (`weight_map`: tensor name -> shard file in the same directory); F32, F16 or BF16.
 //!
@@ -20,7 +21,6 @@ const WEIGHTS: &str = "model.safetensors";
 const INDEX: &str = "model.safetensors.index.json";
 /// Largest index file read (real ones are tens of KiB; they list tensor names only).
 const MAX_INDEX_BYTES: u64 = 64 << 20;
-const TOKENIZER: &str = "tokenizer.json";
 
 fn st_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Safetensors(e.to_string())
@@ -194,12 +194,7 @@ impl Model {
             .map(|(f, b)| SafeTensors::deserialize(b).map_err(|e| st_err(format!("{f}: {e}"))))
             .collect::<Result<Vec<_>>>()?;
         let weights = Weights::load(&config, &mut SafetensorsSource(shards), opts.dtype)?;
-        let tok_path = dir.join(TOKENIZER);
-        let tokenizer = if tok_path.exists() {
-            Some(Tokenizer::from_file(&tok_path)?)
-        } else {
-            None
-        };
+        let tokenizer = Tokenizer::from_hf_dir(dir)?;
         Ok(Self::assemble(config, weights, tokenizer))
     }
 
@@ -282,9 +277,7 @@ impl Model {
             .collect::<Result<Vec<_>>>()?;
         safetensors::serialize_to_file(views, None, &dir.join(WEIGHTS)).map_err(st_err)?;
         if let Some(tok) = &self.tokenizer {
-            tok.inner()
-                .save(dir.join(TOKENIZER), false)
-                .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            tok.save_hf(dir)?;
         }
         Ok(())
     }

@@ -1,14 +1,16 @@
-//! A Llama-family decoder whose attention runs on the paged KV cache.
+//! A Llama-family decoder (Llama 2/3.x, Mistral, SmolLM, Qwen2/2.5) whose attention runs
+//! on the paged KV cache.
 //!
-//! - [`Model`]: loaded from a GGUF file ([`Model::load`]; F32, F16, BF16, Q8_0 and Q4_1
-//!   tensors dequantized at load to f32 or bf16), a Hugging Face directory
-//!   ([`Model::load_hf`]), or seeded random weights from a named config
-//!   ([`Model::random_named`]: `smollm2-135m`, `tiny`).
+//! - [`Model`]: loaded from a GGUF file ([`Model::load`]; F32, F16, BF16, Q4_0, Q4_1,
+//!   Q8_0, Q4_K, Q5_K and Q6_K tensors, kept as blocks or dequantized to f32 or bf16), a
+//!   Hugging Face directory ([`Model::load_hf`]), or seeded random weights from a named
+//!   config ([`Model::random_named`]: `smollm2-135m`, `tiny`).
 //! - [`Model::forward`]: one step over a flattened [`Batch`] of sequences, prefill chunks
 //!   and decode tokens mixed, each with its own positions, new-token slots and block table
 //!   (or contiguous run); K/V go through a [`KvBackend`] ([`pagedattn_kernels::KvCache`]
 //!   or [`pagedattn_kernels::ContiguousKv`]); logits only for the rows asked for.
-//! - [`Tokenizer`]: byte-level BPE built from GGUF metadata or `tokenizer.json`; ChatML.
+//! - [`Tokenizer`]: byte-level BPE or SentencePiece built from GGUF metadata, or a Hugging
+//!   Face directory's `tokenizer.json` with its config files; streaming decode.
 //!
 //! ```
 //! use pagedattn_kernels::{DType, KvCache, KvCacheConfig};

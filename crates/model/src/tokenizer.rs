@@ -361,6 +361,43 @@ impl Tokenizer {
         self.bos
     }
 
+    /// Whether [`Tokenizer::encode_prompt`] starts a prompt with the BOS token.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos && self.bos.is_some()
+    }
+
+    /// Writes the tokenizer as a Hugging Face directory holds it: `tokenizer.json`, with
+    /// BOS, EOS, `add_bos_token` and the chat template in `tokenizer_config.json`, and
+    /// every end-of-sequence id in `generation_config.json` — what
+    /// [`Tokenizer::from_hf_dir`] reads back.
+    pub fn save_hf(&self, dir: &Path) -> Result<()> {
+        let write = |name: &str, v: &serde_json::Value| {
+            let path = dir.join(name);
+            let text = serde_json::to_string_pretty(v).map_err(tok_err)?;
+            std::fs::write(&path, text).map_err(|e| ModelError::io(path, e))
+        };
+        self.inner
+            .save(dir.join("tokenizer.json"), false)
+            .map_err(tok_err)?;
+        let text = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i));
+        let mut config = serde_json::json!({ "add_bos_token": self.add_bos });
+        for (key, id) in [("bos_token", self.bos), ("eos_token", self.eos)] {
+            if let Some(t) = text(id) {
+                config[key] = t.into();
+            }
+        }
+        if let Some(t) = &self.chat_template {
+            config["chat_template"] = t.as_str().into();
+        }
+        write("tokenizer_config.json", &config)?;
+        let ends: Vec<u32> = self.eos.iter().chain(&self.end_of_turn).copied().collect();
+        let mut generation = serde_json::json!({ "eos_token_id": ends });
+        if let Some(b) = self.bos {
+            generation["bos_token_id"] = b.into();
+        }
+        write("generation_config.json", &generation)
+    }
+
     /// A prompt's tokens: [`Tokenizer::encode`], after the BOS token when the model asks
     /// for one (`add_bos_token`) and the text does not already start with it (a chat
     /// template that writes `bos_token` itself), as llama.cpp does.
@@ -885,6 +922,31 @@ impl TokenStream {
             prefix: 0,
             read: 0,
         }
+    }
+
+    /// A stream whose text is decoded after `context` (a prompt's tokens; the last few
+    /// are kept), as vLLM and llama.cpp decode a completion: a SentencePiece token's
+    /// leading space, which a decode at the start of a text strips, is kept ("The capital
+    /// of France is" continues with " Paris", not "Paris"). A tail that does not decode to
+    /// whole characters is not used.
+    pub fn after(tokenizer: Arc<Tokenizer>, context: &[u32]) -> Self {
+        const KEPT: usize = 4;
+        let tail = &context[context.len().saturating_sub(KEPT)..];
+        let clean = tokenizer
+            .decode(tail)
+            .is_ok_and(|t| !t.ends_with('\u{fffd}'));
+        let ids = if clean { tail.to_vec() } else { Vec::new() };
+        Self {
+            tokenizer,
+            read: ids.len(),
+            ids,
+            prefix: 0,
+        }
+    }
+
+    /// The tokenizer this stream decodes with.
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
     }
 
     /// Adds a token; returns the new text, if any is complete.

@@ -198,6 +198,38 @@ fn tokenizer_survives_a_tokenizer_json_round_trip() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Saved as a Hugging Face directory, the tokenizer keeps what the GGUF metadata said:
+/// BOS and whether it is added, EOS, the end-of-turn ids and the chat template.
+#[test]
+fn tokenizer_metadata_survives_a_hugging_face_directory() {
+    use pagedattn_model::{gguf::Value, Tokenizer};
+    let mut file = GgufFile::open(&model_path()).unwrap();
+    file.metadata
+        .insert("tokenizer.ggml.eot_token_id".into(), Value::U64(5));
+    file.metadata
+        .insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(true));
+    let tok = Tokenizer::from_gguf(&file).unwrap();
+    let dir = common::temp_dir("tokenizer-hf-dir");
+    tok.save_hf(&dir).unwrap();
+    let back = Tokenizer::from_hf_dir(&dir).unwrap().unwrap();
+    assert_eq!(
+        (
+            back.bos_id(),
+            back.adds_bos(),
+            back.eos_id(),
+            back.end_of_turn_ids()
+        ),
+        (tok.bos_id(), true, Some(2), &[5][..])
+    );
+    assert!(tok.chat_template().is_some());
+    assert_eq!(back.chat_template(), tok.chat_template());
+    assert_eq!(
+        back.encode_prompt("Hi there").unwrap(),
+        tok.encode_prompt("Hi there").unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn inconsistent_metadata_is_an_error_before_any_allocation() {
     use pagedattn_model::gguf::Value;

@@ -163,6 +163,30 @@ fn streaming_decode_holds_back_cut_characters() {
     }
 }
 
+/// After a prompt, a stream keeps the first token's leading space (as vLLM and llama.cpp
+/// do); at the start of a text the decoder strips it. Byte-level tokenizers have no such
+/// strip: there the context changes nothing.
+#[test]
+fn a_stream_after_a_prompt_keeps_the_leading_space() {
+    let tok = Arc::new(load("spm.gguf"));
+    let prompt = tok.encode_prompt("The capital of France is").unwrap();
+    let reply = tok.encode("the city").unwrap(); // "▁the▁city"
+    let run = |mut stream: TokenStream| {
+        let mut out = String::new();
+        for &id in &reply {
+            out.push_str(&stream.push(id).unwrap().unwrap_or_default());
+        }
+        out + &stream.flush().unwrap()
+    };
+    assert_eq!(run(TokenStream::after(tok.clone(), &prompt)), " the city");
+    assert_eq!(run(TokenStream::new(tok.clone())), "the city");
+    let bytes = Arc::new(Tokenizer::byte_level());
+    let ids = bytes.encode(" x y").unwrap();
+    let mut s = TokenStream::after(bytes.clone(), &bytes.encode("ab").unwrap());
+    let out: String = ids.iter().filter_map(|&id| s.push(id).unwrap()).collect();
+    assert_eq!(out, " x y");
+}
+
 fn error(file: &GgufFile) -> String {
     match Tokenizer::from_gguf(file) {
         Err(ModelError::Tokenizer(e)) => e,

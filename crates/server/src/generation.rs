@@ -63,7 +63,10 @@ pub async fn drive(
         state.engine.end_token_ids().into()
     };
     let mut texts: Vec<ChoiceText> = (0..job.prompts.len() * n)
-        .map(|_| ChoiceText::new(state.tokenizer.clone(), job.stops.clone(), ends.clone()))
+        .map(|i| {
+            ChoiceText::new(state.tokenizer.clone(), job.stops.clone(), ends.clone())
+                .after_prompt(&job.prompts[i / n])
+        })
         .collect();
     let ids: Vec<_> = streams.iter().map(RequestStream::id).collect();
     let mut merged = select_all(streams.into_iter().enumerate().map(|(p, rs)| {

@@ -49,6 +49,13 @@ impl ChoiceText {
         }
     }
 
+    /// Decodes the text after `prompt`'s last tokens (see [`TokenStream::after`]).
+    #[must_use]
+    pub fn after_prompt(mut self, prompt: &[u32]) -> Self {
+        self.detok = TokenStream::after(self.detok.tokenizer().clone(), prompt);
+        self
+    }
+
     /// Adds tokens; returns the text that can be sent now.
     pub fn push(&mut self, tokens: &[u32]) -> Result<Piece, ModelError> {
         let mut piece = Piece::default();
