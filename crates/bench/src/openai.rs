@@ -50,6 +50,10 @@ pub struct OpenAiBackend {
     pub model: Option<String>,
     /// Longest a request may take from sending to `[DONE]`.
     pub timeout: Duration,
+    /// Header that carries each request's conversation ([`WorkloadRequest::session`]),
+    /// for a load balancer's session affinity; set with
+    /// [`OpenAiBackend::set_session_header`].
+    pub session_header: Option<reqwest::header::HeaderName>,
 }
 
 impl OpenAiBackend {
@@ -61,7 +65,21 @@ impl OpenAiBackend {
             url: url.to_string(),
             model: None,
             timeout: DEFAULT_REQUEST_TIMEOUT,
+            session_header: None,
         })
+    }
+
+    /// Sends each request's conversation in header `name` (value `conversation-<n>`), or
+    /// no such header with `None`. An error when `name` is not a valid header name.
+    pub fn set_session_header(&mut self, name: Option<&str>) -> Result<(), BenchError> {
+        self.session_header = name
+            .map(|n| {
+                reqwest::header::HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                    BenchError::Invalid(format!("{n:?} is not a valid HTTP header name"))
+                })
+            })
+            .transpose()?;
+        Ok(())
     }
 
     /// The normalized base URL (no trailing `/` or `/v1`), or why `url` is unusable.
@@ -144,9 +162,15 @@ pub fn run_openai_detailed(
         for (i, (r, body)) in reqs.iter().zip(bodies).enumerate() {
             let (client, url, timeout) = (client.clone(), url.clone(), backend.timeout);
             let at = start + Duration::from_secs_f64(r.arrival);
+            let session = backend
+                .session_header
+                .clone()
+                .zip(r.session)
+                .map(|(name, s)| (name, format!("conversation-{s}")));
             tasks.spawn(async move {
                 tokio::time::sleep_until(at).await;
-                let out = tokio::time::timeout(timeout, stream_one(&client, &url, body, start))
+                let send = stream_one(&client, &url, body, session, start);
+                let out = tokio::time::timeout(timeout, send)
                     .await
                     .unwrap_or_else(|_| {
                         Err(format!(
@@ -290,13 +314,18 @@ async fn stream_one(
     client: &reqwest::Client,
     url: &str,
     body: Vec<u8>,
+    session: Option<(reqwest::header::HeaderName, String)>,
     start: Instant,
 ) -> Result<Stream, String> {
     let base = url.trim_end_matches("/v1/completions");
-    let mut resp = client
+    let mut req = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .header(reqwest::header::ACCEPT, "text/event-stream");
+    if let Some((name, value)) = session {
+        req = req.header(name, value);
+    }
+    let mut resp = req
         .body(body)
         .send()
         .await

@@ -47,6 +47,10 @@ pub struct WorkloadRequest {
     pub prompt: Vec<u32>,
     /// Output tokens to generate (forced: end-of-sequence is ignored).
     pub output_len: usize,
+    /// The conversation the request belongs to (the prefix-shared workload's group): a
+    /// load balancer can keep a conversation on the replica that caches its prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
 }
 
 /// Length distribution of a synthetic workload.
@@ -56,11 +60,13 @@ pub enum Lengths {
     ShareGpt,
     /// Alpaca-like instructions.
     Alpaca,
-    /// One shared system prompt of `prefix_len` tokens, then an Alpaca-like suffix and
-    /// output.
+    /// Shared system prompts of `prefix_len` tokens, then an Alpaca-like suffix and
+    /// output. Request `i` belongs to conversation `i % groups`, whose prompt it shares.
     PrefixShared {
         /// Length of the common prefix.
         prefix_len: usize,
+        /// Distinct prefixes (conversations), at least 1.
+        groups: usize,
     },
     /// Prompt and output lengths uniform in the given inclusive ranges.
     Uniform {
@@ -184,7 +190,12 @@ impl WorkloadSpec {
                     _ => (lognormal(19.31, 0.7), lognormal(58.45, 0.8)),
                 };
                 let prefix = match self.lengths {
-                    Lengths::PrefixShared { prefix_len } => prefix_len,
+                    Lengths::PrefixShared { groups: 0, .. } => {
+                        return Err(WorkloadError::Invalid(
+                            "the prefix-shared workload needs at least 1 prefix group".into(),
+                        ))
+                    }
+                    Lengths::PrefixShared { prefix_len, .. } => prefix_len,
                     _ => 0,
                 };
                 if !fits(prefix.saturating_add(1), 1) {
@@ -233,22 +244,25 @@ impl WorkloadSpec {
             }
         }
         let arrivals = self.arrival_times(&mut rng, &lens)?;
-        let shared: Vec<u32> = match self.lengths {
-            Lengths::PrefixShared { prefix_len } => {
-                (0..prefix_len).map(|_| self.token(&mut rng)).collect()
-            }
+        let shared: Vec<Vec<u32>> = match self.lengths {
+            Lengths::PrefixShared { prefix_len, groups } => (0..groups)
+                .map(|_| (0..prefix_len).map(|_| self.token(&mut rng)).collect())
+                .collect(),
             _ => Vec::new(),
         };
         Ok(lens
             .iter()
             .zip(arrivals)
-            .map(|(&(p, o, _), arrival)| {
-                let mut prompt = shared.clone();
-                prompt.extend((shared.len()..p).map(|_| self.token(&mut rng)));
+            .enumerate()
+            .map(|(i, (&(p, o, _), arrival))| {
+                let session = (!shared.is_empty()).then(|| i % shared.len());
+                let mut prompt = session.map_or_else(Vec::new, |g| shared[g].clone());
+                prompt.extend((prompt.len()..p).map(|_| self.token(&mut rng)));
                 WorkloadRequest {
                     arrival,
                     prompt,
                     output_len: o,
+                    session: session.map(|g| g as u64),
                 }
             })
             .collect())
@@ -336,14 +350,26 @@ mod tests {
 
     #[test]
     fn seeded_and_prefix_shared() {
-        let a = spec(Lengths::PrefixShared { prefix_len: 100 }, 50)
-            .generate()
-            .unwrap();
+        let a = spec(
+            Lengths::PrefixShared {
+                prefix_len: 100,
+                groups: 1,
+            },
+            50,
+        )
+        .generate()
+        .unwrap();
         assert_eq!(
             a,
-            spec(Lengths::PrefixShared { prefix_len: 100 }, 50)
-                .generate()
-                .unwrap()
+            spec(
+                Lengths::PrefixShared {
+                    prefix_len: 100,
+                    groups: 1
+                },
+                50
+            )
+            .generate()
+            .unwrap()
         );
         assert!(a
             .iter()
@@ -351,6 +377,28 @@ mod tests {
         let alpaca = spec(Lengths::Alpaca, 5000).generate().unwrap();
         let p = mean(alpaca.iter().map(|x| x.prompt.len()));
         assert!((17.0..22.0).contains(&p), "{p}");
+        assert!(alpaca.iter().all(|r| r.session.is_none()));
+    }
+
+    #[test]
+    fn prefix_groups_are_conversations() {
+        let lengths = Lengths::PrefixShared {
+            prefix_len: 40,
+            groups: 3,
+        };
+        let r = spec(lengths, 30).generate().unwrap();
+        for (i, x) in r.iter().enumerate() {
+            assert_eq!(x.session, Some(i as u64 % 3));
+            let first = &r[i % 3];
+            assert_eq!(x.prompt[..40], first.prompt[..40]);
+        }
+        assert_ne!(r[0].prompt[..40], r[1].prompt[..40]);
+        assert_ne!(r[1].prompt[..40], r[2].prompt[..40]);
+        let none = Lengths::PrefixShared {
+            prefix_len: 40,
+            groups: 0,
+        };
+        assert!(spec(none, 3).generate().is_err());
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn serve(conn: TcpStream, bodies: &Mutex<Vec<Value>>, model_lists: &AtomicUsize)
         .unwrap();
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
-    while let Some((method, path, body)) = read_request(&mut r) {
+    while let Some((method, path, body, session)) = read_request(&mut r) {
         let ok = match (method.as_str(), path.as_str()) {
             ("GET", "/v1/models") => {
                 model_lists.fetch_add(1, Ordering::Relaxed);
@@ -91,7 +91,11 @@ fn serve(conn: TcpStream, bodies: &Mutex<Vec<Value>>, model_lists: &AtomicUsize)
             }
             ("POST", "/v1/completions") => {
                 let req: Value = serde_json::from_slice(&body).unwrap();
-                bodies.lock().unwrap().push(req.clone());
+                let mut seen = req.clone();
+                if let Some(s) = session {
+                    seen["_session_header"] = s.into();
+                }
+                bodies.lock().unwrap().push(seen);
                 complete(&mut w, &req)
             }
             _ => respond(&mut w, "404 Not Found", r#"{"error":"no such route"}"#),
@@ -102,13 +106,19 @@ fn serve(conn: TcpStream, bodies: &Mutex<Vec<Value>>, model_lists: &AtomicUsize)
     }
 }
 
-/// Method, path and body of the next request; `None` at the end of the connection.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>)> {
+/// The session-affinity header the tests send.
+const SESSION_HEADER: &str = "X-Session-Id";
+
+/// Method, path, body and session header of the next request; `None` at the end of the
+/// connection.
+#[allow(clippy::type_complexity)]
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>, Option<String>)> {
     let mut line = String::new();
     r.read_line(&mut line).ok().filter(|&n| n > 0)?;
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
     let mut length = 0;
+    let mut session = None;
     loop {
         let mut h = String::new();
         r.read_line(&mut h).ok().filter(|&n| n > 0)?;
@@ -120,11 +130,14 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse().ok()?;
             }
+            if name.eq_ignore_ascii_case(SESSION_HEADER) {
+                session = Some(value.trim().to_string());
+            }
         }
     }
     let mut body = vec![0; length];
     r.read_exact(&mut body).ok()?;
-    Some((method, path, body))
+    Some((method, path, body, session))
 }
 
 fn respond(w: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
@@ -226,6 +239,7 @@ fn request(arrival: f64, behaviour: u32, prompt_len: usize, output_len: usize) -
         arrival,
         prompt,
         output_len,
+        session: None,
     }
 }
 
@@ -234,6 +248,7 @@ fn backend(url: &str, model: Option<&str>, timeout: Duration) -> OpenAiBackend {
         url: url.to_string(),
         model: model.map(str::to_string),
         timeout,
+        session_header: None,
     }
 }
 
@@ -419,4 +434,54 @@ fn unusable_servers_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("https is not supported"), "{e}");
+}
+
+/// With a session header set, each request of a conversation carries it (a load
+/// balancer's affinity key); requests without a conversation, and runs without the
+/// header, send none. A name that is not a header name is refused.
+#[test]
+fn conversations_travel_in_the_session_header() {
+    let m = mock();
+    let mut reqs: Vec<WorkloadRequest> = (0..4)
+        .map(|i| WorkloadRequest {
+            session: (i < 3).then_some(i as u64 % 2),
+            ..request(0.0, NORMAL, 5, 3)
+        })
+        .collect();
+    reqs[0].prompt[1] = 0; // tell the bodies apart
+    let mut backend = OpenAiBackend::new(&m.url).unwrap();
+    backend.set_session_header(Some(SESSION_HEADER)).unwrap();
+    run_openai(&backend, &reqs, |_| {}).unwrap();
+    let mut seen: Vec<Option<String>> = m
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b["_session_header"].as_str().map(str::to_string))
+        .collect();
+    seen.sort();
+    let want = |s: &str| Some(s.to_string());
+    assert_eq!(
+        seen,
+        [
+            None,
+            want("conversation-0"),
+            want("conversation-0"),
+            want("conversation-1")
+        ]
+    );
+    let plain = OpenAiBackend::new(&m.url).unwrap();
+    m.bodies.lock().unwrap().clear();
+    run_openai(&plain, &reqs, |_| {}).unwrap();
+    assert!(m
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|b| b.get("_session_header").is_none()));
+    let err = backend.set_session_header(Some("bad header")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "\"bad header\" is not a valid HTTP header name"
+    );
 }

@@ -76,6 +76,15 @@ pub struct ServeArgs {
     /// Shared prefix length for the prefix-shared workload.
     #[arg(long, default_value_t = 512)]
     prefix_len: usize,
+    /// Distinct shared prefixes (conversations) of the prefix-shared workload; request i
+    /// belongs to conversation i mod N.
+    #[arg(long, default_value_t = 1)]
+    prefix_groups: usize,
+    /// With --backend openai, send each request's conversation (prefix-shared workload)
+    /// in this header, e.g. X-Session-Id, so a load balancer can keep a conversation on
+    /// one replica.
+    #[arg(long)]
+    session_header: Option<String>,
     /// real (the model on this CPU) or simulated (a GPU cost model).
     #[arg(long, default_value = "real")]
     exec: String,
@@ -283,6 +292,9 @@ fn run_server(args: &ServeArgs) -> Result<()> {
     let mut backend = OpenAiBackend::new(&args.url).map_err(|e| anyhow!("--url: {e}"))?;
     backend.model.clone_from(&args.served_model_name);
     backend.timeout = timeout;
+    backend
+        .set_session_header(args.session_header.as_deref())
+        .map_err(|e| anyhow!("--session-header: {e}"))?;
     let base = backend.base_url()?;
     let vocab_size = args.vocab_size.unwrap_or(DEFAULT_SERVER_VOCAB_SIZE);
     let rates = parse_rates(&args.rate)?;
@@ -451,6 +463,7 @@ fn build_workload(
                 "alpaca-like" => Lengths::Alpaca,
                 "prefix-shared" => Lengths::PrefixShared {
                     prefix_len: args.prefix_len,
+                    groups: args.prefix_groups,
                 },
                 "uniform" => Lengths::Uniform {
                     prompt: (16, 512),

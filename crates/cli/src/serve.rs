@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Largest request body, e.g. 4MiB (413 beyond).
     #[arg(long, default_value = "4MiB")]
     max_body: String,
+    /// Threads for the model's products and attention (default: one per core). Replicas
+    /// sharing a machine take a share each.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Seconds requests in flight may run after SIGINT/SIGTERM before they are aborted.
     #[arg(long, default_value_t = 30.0)]
     shutdown_grace: f64,
@@ -75,6 +79,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             "--shutdown-grace must be a number of seconds >= 0, not {}",
             args.shutdown_grace
         );
+    }
+    if let Some(n) = args.threads {
+        if n == 0 {
+            bail!("--threads must be >= 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow!("--threads: {e}"))?;
     }
     let kv_budget = parse_bytes(&args.kv_budget).context("--kv-budget")?;
     let max_body = usize::try_from(parse_bytes(&args.max_body).context("--max-body")?)

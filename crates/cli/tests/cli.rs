@@ -87,6 +87,10 @@ fn serve_errors_are_one_line_and_exit_1() {
             "--shutdown-grace",
         ),
         (
+            vec!["serve", "--model", model, "--threads", "0"],
+            "--threads must be >= 1",
+        ),
+        (
             vec!["serve", "--model", model, "--max-model-len", "100000"],
             "max_model_len",
         ),

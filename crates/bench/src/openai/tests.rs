@@ -20,6 +20,7 @@ fn request(prompt_len: usize, output_len: usize) -> WorkloadRequest {
         arrival: 0.5,
         prompt: vec![7; prompt_len],
         output_len,
+        session: None,
     }
 }
 
