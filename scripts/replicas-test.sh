@@ -19,7 +19,9 @@ cd "$root"
 
 if ! command -v haproxy >/dev/null; then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy >/dev/null
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q haproxy >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; }
     else
         echo "replicas-test: haproxy is not installed (apt-get install haproxy)" >&2
         exit 1
