@@ -20,6 +20,7 @@
 use crate::engine::{Engine, RequestOutput};
 use crate::error::{EngineError, Result};
 use crate::executor::Executor;
+use crate::inspect::PoolPicture;
 use crate::kv_space::KvUsage;
 use crate::metrics::{EngineTotals, StepMetrics};
 use crate::request::{validate, Request, RequestId, SamplingParams};
@@ -64,6 +65,10 @@ enum Command {
     Abort(RequestId),
     Stop(RequestId, usize),
     AbortAll,
+    Picture {
+        max_cells: usize,
+        tx: tokio::sync::oneshot::Sender<Option<PoolPicture>>,
+    },
 }
 
 struct Shared {
@@ -178,6 +183,16 @@ impl EngineHandle {
     /// Aborts every request in flight.
     pub fn abort_all(&self) {
         let _ = self.tx.send(Command::AbortAll);
+    }
+
+    /// A picture of the paged pool and the live sequences, taken by the engine thread
+    /// between two steps (so after at most one step); `None` for a contiguous policy or
+    /// when the engine thread is gone. It costs one pass over the blocks, on the engine
+    /// thread: callers should not ask more than a few times a second.
+    pub async fn pool_picture(&self, max_cells: usize) -> Option<PoolPicture> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Command::Picture { max_cells, tx }).ok()?;
+        rx.await.ok().flatten()
     }
 
     /// The latest stats the engine thread published.
@@ -413,6 +428,9 @@ impl<E: Executor> EngineThread<E> {
                 if let Ok(outs) = self.engine.abort_all() {
                     self.dispatch(outs);
                 }
+            }
+            Command::Picture { max_cells, tx } => {
+                let _ = tx.send(self.engine.pool_picture(max_cells));
             }
         }
     }

@@ -55,6 +55,7 @@ mod sequence;
 pub use engine::{Engine, EngineConfig, RequestOutput};
 pub use error::{EngineError, Result};
 pub use executor::{Executor, KvLayout, ModelSpec, StepOutput};
+pub use inspect::{PictureState, PoolPicture, SeqPicture, PICTURE_SEQUENCES};
 pub use kv_space::{ContiguousSizing, KvPolicy, KvUsage};
 pub use metrics::{EngineTotals, SeqMetrics, StepMetrics};
 pub use model_executor::ModelExecutor;

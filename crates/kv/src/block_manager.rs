@@ -36,9 +36,9 @@ pub struct PrefixMatch {
 /// Fixed-size KV block pool with per-sequence block tables.
 #[derive(Clone, Debug)]
 pub struct BlockManager {
-    config: KvConfig,
-    pool: Pool,
-    tables: BlockTable,
+    pub(crate) config: KvConfig,
+    pub(crate) pool: Pool,
+    pub(crate) tables: BlockTable,
     /// `config.kv_bytes()` and its reciprocal, fixed at construction so `stats()` does
     /// no division it can avoid.
     kv_bytes: u64,

@@ -56,6 +56,7 @@ mod invariants;
 mod pool;
 mod prefix;
 mod stats;
+mod view;
 
 pub use block_manager::{AppendOutcome, BlockManager, PrefixMatch};
 pub use block_table::{BlockTable, BlockTableStats, SeqBlocks};
@@ -64,3 +65,4 @@ pub use contiguous::{ContiguousAllocator, ContiguousStats, Reservation, SizingPo
 pub use error::{KvError, Result};
 pub use ids::{BlockCopy, BlockId, SeqId, TokenId};
 pub use stats::BlockManagerStats;
+pub use view::{PoolCell, PoolView, RECENT_COPIES};

@@ -34,6 +34,9 @@ pub(crate) struct Pool {
     pub(crate) reused_allocations: u64,
     pub(crate) frees: u64,
     pub(crate) cow_copies: u64,
+    /// The latest copy-on-write targets: copy `k` (from 1) went to `recent_copies[(k - 1)
+    /// % RECENT_COPIES]`.
+    pub(crate) recent_copies: Box<[u32; crate::view::RECENT_COPIES]>,
 }
 
 impl Pool {
@@ -48,6 +51,7 @@ impl Pool {
             reused_allocations: 0,
             frees: 0,
             cow_copies: 0,
+            recent_copies: Box::new([0; crate::view::RECENT_COPIES]),
         }
     }
 
@@ -166,6 +170,7 @@ impl Pool {
         if let Some(c) = &mut self.cache {
             c.copy_tokens(src, dst);
         }
+        self.recent_copies[(self.cow_copies % crate::view::RECENT_COPIES as u64) as usize] = dst;
         self.cow_copies += 1;
     }
 

@@ -29,6 +29,7 @@
 //! ```
 
 mod chat;
+mod dashboard;
 mod error;
 mod generation;
 mod job;
@@ -39,6 +40,7 @@ mod state;
 mod text;
 
 pub use chat::ChatTemplate;
+pub use dashboard::{DashboardState, PICTURE_TTL};
 pub use error::ApiError;
 pub use routes::router;
 pub use state::{AppState, ServerOptions};

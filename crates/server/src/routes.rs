@@ -1,5 +1,5 @@
 //! The HTTP routes, in one place: `/v1/completions`, `/v1/chat/completions`,
-//! `/v1/models`, `/health`, `/metrics`. Handlers parse and validate (see `job.rs`), submit,
+//! `/v1/models`, `/health`, `/metrics`, `/dashboard` (and its `/dashboard/state`). Handlers parse and validate (see `job.rs`), submit,
 //! and shape the answer; they never touch the scheduler or the block manager.
 
 use crate::error::ApiError;
@@ -41,6 +41,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(api)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/dashboard", get(crate::dashboard::page))
+        .route("/dashboard/state", get(crate::dashboard::state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.options.max_body_bytes))
         .with_state(state)

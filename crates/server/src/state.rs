@@ -52,6 +52,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Unix seconds at start (`created` of `/v1/models`).
     pub created: u64,
+    /// The dashboard's latest picture of the pool.
+    pub dashboard: crate::dashboard::PictureCache,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            dashboard: crate::dashboard::PictureCache::default(),
         })
     }
 
