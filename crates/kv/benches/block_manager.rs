@@ -133,9 +133,28 @@ fn block_manager(c: &mut Criterion) {
     g.finish();
 }
 
+/// The dashboard's picture of a pool of 100,000 blocks, half held by 500 sequences,
+/// aggregated into 4,096 cells: what the engine thread spends between two steps per picture
+/// (at most one per 400 ms).
+fn pool_view(c: &mut Criterion) {
+    let mut m = pagedattn_kv::BlockManager::new(
+        pagedattn_kv::KvConfig::new(100_000).with_prefix_caching(true),
+    )
+    .unwrap();
+    for s in 0..500u64 {
+        m.add_sequence(SeqId(s)).unwrap();
+        m.allocate_blocks(SeqId(s), 100).unwrap();
+    }
+    let mut g = c.benchmark_group("dashboard");
+    g.bench_function(BenchmarkId::new("PoolView", 100_000), |bench| {
+        bench.iter(|| black_box(&m).pool_view(4096));
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = common::config();
-    targets = block_manager
+    targets = block_manager, pool_view
 }
 criterion_main!(benches);

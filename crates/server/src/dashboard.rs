@@ -30,6 +30,79 @@ const DEFAULT_CELLS: usize = 4096;
 /// Cells per picture at most.
 const MAX_CELLS: usize = 16_384;
 
+/// Samples of the counters kept for the page's time series: one per [`SAMPLE_EVERY`],
+/// the last two minutes.
+pub const HISTORY: usize = 240;
+/// How often the counters are sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+/// One sample of the counters.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Sample {
+    /// Seconds since the Unix epoch.
+    t: f64,
+    generation_tokens: u64,
+    num_requests_running: usize,
+    num_requests_waiting: usize,
+    kv_cache_usage_perc: f64,
+    prefix_cache_hits: u64,
+    prefix_cache_queries: u64,
+    num_preemptions: u64,
+}
+
+/// The last [`HISTORY`] samples, oldest first.
+#[derive(Debug, Default)]
+pub struct History(std::sync::Mutex<std::collections::VecDeque<Sample>>);
+
+impl History {
+    fn push(&self, s: Sample) {
+        let mut h = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(s);
+    }
+
+    fn snapshot(&self) -> Vec<Sample> {
+        let h = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        h.iter().copied().collect()
+    }
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Samples the engine's published counters every [`SAMPLE_EVERY`] until aborted (the
+/// server aborts it when it stops). A lock and a copy per sample: nothing the engine waits on.
+pub(crate) async fn sample_history(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let s = state.engine.stats();
+        let b = s.blocks.as_ref();
+        state.history.push(Sample {
+            t: now_s(),
+            generation_tokens: s.totals.output_tokens,
+            num_requests_running: s.running,
+            num_requests_waiting: s.waiting,
+            kv_cache_usage_perc: s.kv.held_slots as f64 / s.kv.capacity_slots.max(1) as f64,
+            prefix_cache_hits: b.map_or(0, |b| b.prefix_hits),
+            prefix_cache_queries: b.map_or(0, |b| b.prefix_queries),
+            num_preemptions: s.totals.preemptions,
+        });
+    }
+}
+
 /// The latest picture and when it was taken.
 #[derive(Debug, Default)]
 pub struct PictureCache(tokio::sync::Mutex<Option<(Instant, usize, Arc<DashboardState>)>>);
@@ -91,6 +164,8 @@ pub struct DashboardState {
     picture: PoolPicture,
     /// The same running sequences in a contiguous cache.
     contiguous: Contiguous,
+    /// The counters over the last two minutes, one sample per half second, oldest first.
+    history: Vec<Sample>,
 }
 
 pub(crate) async fn page() -> Response {
@@ -140,13 +215,23 @@ pub(crate) async fn state(State(s): State<Arc<AppState>>, RawQuery(query): RawQu
         )
         .into_response();
     };
-    let state = Arc::new(build(&s.model_name, &s.engine.stats(), picture));
+    let state = Arc::new(build(
+        &s.model_name,
+        &s.engine.stats(),
+        picture,
+        s.history.snapshot(),
+    ));
     *cache = Some((Instant::now(), cells, state.clone()));
     drop(cache);
     axum::Json(state.as_ref().clone()).into_response()
 }
 
-fn build(model: &str, s: &EngineStats, picture: PoolPicture) -> DashboardState {
+fn build(
+    model: &str,
+    s: &EngineStats,
+    picture: PoolPicture,
+    history: Vec<Sample>,
+) -> DashboardState {
     let b = s.blocks.as_ref();
     let counters = Counters {
         num_requests_running: s.running,
@@ -167,12 +252,11 @@ fn build(model: &str, s: &EngineStats, picture: PoolPicture) -> DashboardState {
     let contiguous = contiguous(&picture);
     DashboardState {
         model: model.to_string(),
-        time_s: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
+        time_s: now_s(),
         counters,
         picture,
         contiguous,
+        history,
     }
 }
 

@@ -96,8 +96,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let engine = state.engine.clone();
     let grace = state.options.shutdown_grace;
+    let sampler = tokio::spawn(dashboard::sample_history(state.clone()));
     let app = router(state);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!(
@@ -116,7 +117,9 @@ pub async fn serve(
                 }
             });
         })
-        .await
+        .await;
+    sampler.abort();
+    served
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -54,6 +54,8 @@ pub struct AppState {
     pub created: u64,
     /// The dashboard's latest picture of the pool.
     pub dashboard: crate::dashboard::PictureCache,
+    /// The dashboard's time series.
+    pub history: crate::dashboard::History,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             dashboard: crate::dashboard::PictureCache::default(),
+            history: crate::dashboard::History::default(),
         })
     }
 

@@ -109,6 +109,13 @@ async fn the_picture_agrees_with_the_counters_and_the_metrics() {
         );
     }
     assert!(n(&c["prefix_cache_hits"]) > 0);
+    // The time series: a sample per half second, none ahead of the counters.
+    let history = s["history"].as_array().unwrap();
+    assert!(!history.is_empty());
+    assert!(history
+        .windows(2)
+        .all(|w| w[0]["t"].as_f64() < w[1]["t"].as_f64()));
+    assert!(n(&history.last().unwrap()["generation_tokens"]) <= n(&c["generation_tokens"]));
     assert!(s["sequences"].as_array().unwrap().is_empty());
     assert_eq!(s["model"], "tiny");
     srv.shutdown().await.unwrap();
