@@ -8,7 +8,9 @@
 #     /metrics' pagedattn:kv_blocks_total), running requests are listed, and a screenshot is
 #     saved ($OUT/dashboard.png; UPDATE_DOCS=1 copies it to docs/dashboard.png);
 #  2. once the server is idle: every counter on the page equals its /metrics figure;
-#  3. with the state endpoint unreachable, the page says so.
+#  3. with the state endpoint unreachable, the page says so;
+#  4. a pool of over 100,000 blocks (one token each, 2.4 GB of KV) is drawn in at most
+#     16,384 cells, and its state answers quickly.
 #
 # Not part of .ci/run (Chromium is a large install). Run: bash scripts/dashboard-test.sh
 # (installs Debian's chromium with apt-get when missing and run as root). On 127.0.0.1 only;
@@ -136,4 +138,31 @@ echo "the page says: $(grep -o 'unreachable ([^)]*)' <<<"$page" | head -n1)"
 
 kill -TERM "$server"
 wait "$server" || fail "the server did not stop cleanly"
+
+echo "== 4. 100,000 blocks"
+"$bin" serve --port 0 --kv-budget 2400MB --block-size 1 --max-model-len 2048 --shutdown-grace 2 >"$log" 2>&1 &
+server=$!
+url=""
+for _ in $(seq 1 600); do
+    url="$(grep -o 'serving on http://[0-9.:]*' "$log" | head -n1 | sed 's/serving on //' || true)"
+    [[ -n "$url" ]] && curl -fsS -m 2 -o /dev/null "$url/health" 2>/dev/null && break
+    kill -0 "$server" 2>/dev/null || fail "the server exited"
+    url=""
+    sleep 0.1
+done
+[[ -n "$url" ]] || fail "the large server did not come up in 60 s"
+curl -fsS -m 120 -o /dev/null "$url/v1/completions" -H 'content-type: application/json' \
+    -d '{"prompt": "Tell me a long story about the sea", "max_tokens": 300, "n": 2, "temperature": 1.0, "ignore_eos": true}' &
+forks=($!)
+sleep 2
+took="$(curl -fsS -m 10 -o /dev/null -w '%{time_total}' "$url/dashboard/state?cells=16384")"
+page="$(dom "$url/dashboard" 3000)"
+cells="$(attr pool data-cells <<<"$page")"
+blocks="$(attr pool data-blocks <<<"$page")"
+echo "grid: $cells cells for $blocks blocks; /dashboard/state with 16,384 cells answered in ${took} s"
+grep -q '<body data-state="live"' <<<"$page" || fail "the large page is not live"
+((blocks >= 100000 && cells >= 1 && cells <= 16384)) || fail "grid $cells cells for $blocks blocks"
+wait "${forks[0]}" || fail "the request on the large pool failed"
+kill -TERM "$server"
+wait "$server" || fail "the large server did not stop cleanly"
 echo "dashboard-test: all passed"
