@@ -21,40 +21,36 @@ cd "$root"
 OUT="${OUT:-target/dashboard-test}"
 mkdir -p "$OUT"
 
-if ! command -v chromium >/dev/null; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q chromium >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
-    else
-        echo "dashboard-test: chromium is not installed (apt-get install chromium)" >&2
-        exit 1
-    fi
-fi
+# shellcheck source=scripts/lib/ensure-package.sh
+source scripts/lib/ensure-package.sh
+ensure_package chromium chromium
 bin="${PAGEDATTN_BIN:-target/release/pagedattn}"
 [[ -x "$bin" ]] || cargo build --release -p pagedattn
 bash scripts/fetch-model.sh >/dev/null
 
 log="$OUT/server.log"
-"$bin" serve --port 0 --kv-budget 64MiB --max-model-len 2048 --shutdown-grace 2 >"$log" 2>&1 &
-server=$!
-load=""
+server="" load=""
 cleanup() {
-    [[ -n "$load" ]] && kill "$load" 2>/dev/null
-    kill "$server" 2>/dev/null || true
+    if [[ -n "$load" ]]; then kill "$load" 2>/dev/null || true; fi
+    if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 fail() { echo "dashboard-test: FAILED: $*" >&2; tail -n 20 "$log" >&2; exit 1; }
 
-url=""
-for _ in $(seq 1 600); do
-    url="$(grep -o 'serving on http://[0-9.:]*' "$log" | head -n1 | sed 's/serving on //' || true)"
-    [[ -n "$url" ]] && curl -fsS -m 2 -o /dev/null "$url/health" 2>/dev/null && break
-    kill -0 "$server" 2>/dev/null || fail "the server exited"
+# Starts `pagedattn serve` with the given flags on a free port; sets `server` and `url`.
+serve() {
+    "$bin" serve --port 0 --shutdown-grace 2 "$@" >"$log" 2>&1 &
+    server=$!
     url=""
-    sleep 0.1
-done
-[[ -n "$url" ]] || fail "the server did not come up in 60 s"
+    for _ in $(seq 1 600); do
+        url="$(grep -o 'serving on http://[0-9.:]*' "$log" | head -n1 | sed 's/serving on //' || true)"
+        [[ -n "$url" ]] && curl -fsS -m 2 -o /dev/null "$url/health" 2>/dev/null && return 0
+        kill -0 "$server" 2>/dev/null || fail "the server exited"
+        sleep 0.1
+    done
+    fail "the server did not come up in 60 s"
+}
+serve --kv-budget 64MiB --max-model-len 2048
 
 # The page as the browser left it after `budget` ms of (virtual) time.
 dom() { # url, budget ms
@@ -140,17 +136,7 @@ kill -TERM "$server"
 wait "$server" || fail "the server did not stop cleanly"
 
 echo "== 4. 100,000 blocks"
-"$bin" serve --port 0 --kv-budget 2400MB --block-size 1 --max-model-len 2048 --shutdown-grace 2 >"$log" 2>&1 &
-server=$!
-url=""
-for _ in $(seq 1 600); do
-    url="$(grep -o 'serving on http://[0-9.:]*' "$log" | head -n1 | sed 's/serving on //' || true)"
-    [[ -n "$url" ]] && curl -fsS -m 2 -o /dev/null "$url/health" 2>/dev/null && break
-    kill -0 "$server" 2>/dev/null || fail "the server exited"
-    url=""
-    sleep 0.1
-done
-[[ -n "$url" ]] || fail "the large server did not come up in 60 s"
+serve --kv-budget 2400MB --block-size 1 --max-model-len 2048
 curl -fsS -m 120 -o /dev/null "$url/v1/completions" -H 'content-type: application/json' \
     -d '{"prompt": "Tell me a long story about the sea", "max_tokens": 300, "n": 2, "temperature": 1.0, "ignore_eos": true}' &
 forks=($!)

@@ -17,16 +17,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-if ! command -v haproxy >/dev/null; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q haproxy >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; }
-    else
-        echo "replicas-test: haproxy is not installed (apt-get install haproxy)" >&2
-        exit 1
-    fi
-fi
+# shellcheck source=scripts/lib/ensure-package.sh
+source scripts/lib/ensure-package.sh
+ensure_package haproxy haproxy
 bin="${PAGEDATTN_BIN:-target/release/pagedattn}"
 [[ -x "$bin" ]] || cargo build --release -p pagedattn
 
