@@ -24,6 +24,7 @@ mkdir -p "$OUT"
 # shellcheck source=scripts/lib/ensure-package.sh
 source scripts/lib/ensure-package.sh
 ensure_package chromium chromium
+ensure_package curl curl
 bin="${PAGEDATTN_BIN:-target/release/pagedattn}"
 [[ -x "$bin" ]] || cargo build --release -p pagedattn
 bash scripts/fetch-model.sh >/dev/null

@@ -20,6 +20,7 @@ cd "$root"
 # shellcheck source=scripts/lib/ensure-package.sh
 source scripts/lib/ensure-package.sh
 ensure_package haproxy haproxy
+ensure_package curl curl
 bin="${PAGEDATTN_BIN:-target/release/pagedattn}"
 [[ -x "$bin" ]] || cargo build --release -p pagedattn
 
