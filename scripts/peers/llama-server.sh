@@ -107,21 +107,5 @@ for i in $(seq 1 "$PAIRS"); do
   run llama-np16-unified "${llama_cmd[@]}" -np 16 --kv-unified
 done
 
-# One line per run: name, pair, output tokens/s, TTFT p50/p90, TPOT p50, failed requests,
-# and the output tokens counted (output tokens/s x duration).
-python3 - "$OUT" "$PAIRS" <<'PY'
-import json, os, sys
-out, pairs = sys.argv[1], int(sys.argv[2])
-print(f"{'server':20} pair | out tok/s | TTFT p50 ms  p90 ms | TPOT p50 ms | failed | out tokens")
-for i in range(1, pairs + 1):
-    for name in ("pagedattn", "llama-np3", "llama-np16-unified"):
-        path = os.path.join(out, f"{name}-{i}.json")
-        if not os.path.exists(path):
-            print(f"{name:20} {i:4} | no report")
-            continue
-        p = json.load(open(path))["policies"][0]
-        print(f"{name:20} {i:4} | {p['output_tokens_per_s']:9.1f} | {p['ttft_ms']['p50']:11.0f} "
-              f"{p['ttft_ms']['p90']:7.0f} | {p['tpot_ms']['p50']:11.1f} | {p['failed_requests']:6} | "
-              f"{p['output_tokens_per_s'] * p['duration_s']:10.0f}")
-PY
+python3 scripts/peers/summarize.py "$OUT" "$PAIRS" pagedattn llama-np3 llama-np16-unified
 echo "results: $OUT"

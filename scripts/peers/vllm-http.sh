@@ -70,19 +70,5 @@ for i in $(seq 1 "$PAIRS"); do
   run vllm 600 env MODE=serve PORT="$PORT" THREADS=2 bash scripts/peers/vllm-cpu.sh
   run pagedattn 120 "$bin" serve --port "$PORT" --weights native "${engine_flags[@]}"
 done
-python3 - "$OUT" "$PAIRS" <<'PY'
-import json, os, sys
-out, pairs = sys.argv[1], int(sys.argv[2])
-print(f"{'server':14} pair | out tok/s | TTFT p50 ms  p90 ms | TPOT p50 ms | failed | out tokens")
-for i in range(1, pairs + 1):
-    for name in ("pagedattn-hf", "vllm", "pagedattn"):
-        path = os.path.join(out, f"{name}-{i}.json")
-        if not os.path.exists(path):
-            print(f"{name:14} {i:4} | no report")
-            continue
-        p = json.load(open(path))["policies"][0]
-        print(f"{name:14} {i:4} | {p['output_tokens_per_s']:9.1f} | {p['ttft_ms']['p50']:11.0f} "
-              f"{p['ttft_ms']['p90']:7.0f} | {p['tpot_ms']['p50']:11.1f} | {p['failed_requests']:6} | "
-              f"{p['output_tokens_per_s'] * p['duration_s']:10.0f}")
-PY
+python3 scripts/peers/summarize.py "$OUT" "$PAIRS" pagedattn-hf vllm pagedattn
 echo "results: $OUT"
