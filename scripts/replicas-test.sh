@@ -24,12 +24,15 @@ ensure_package curl curl
 bin="${PAGEDATTN_BIN:-target/release/pagedattn}"
 [[ -x "$bin" ]] || cargo build --release -p pagedattn
 
-# Free ports: HAProxy on PORT, replicas on PORT + 1 and + 2, stats on STATS_PORT.
+# Free ports: HAProxy on PORT, replicas on PORT + 1 and + 2, stats on STATS_PORT. Drawn
+# below the kernel's ephemeral range (outgoing connections take ports from there), and not
+# used by any socket, listening or not.
 pick_port() {
-    local p
+    local p low
+    low="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
     for _ in $(seq 1 50); do
-        p=$((20000 + RANDOM % 20000))
-        ss -ltn | awk '{print $4}' | grep -Eq ":($p|$((p + 1))|$((p + 2))|$((p + 3)))\$" || { echo "$p"; return; }
+        p=$((10000 + RANDOM % (low - 10010)))
+        ss -tan | awk '{print $4}' | grep -Eq ":($p|$((p + 1))|$((p + 2))|$((p + 3)))\$" || { echo "$p"; return; }
     done
     echo "replicas-test: no free port" >&2
     exit 1

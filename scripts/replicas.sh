@@ -31,10 +31,13 @@ die() { echo "replicas: $*" >&2; exit 1; }
 
 healthy() { curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$1/health" 2>/dev/null; }
 
-wait_healthy() { # port, seconds, what
+wait_healthy() { # port, seconds, what, pid (optional: give up at once if it exits)
     local i
     for i in $(seq 1 $(($2 * 10))); do
         healthy "$1" && return 0
+        if [[ -n "${4:-}" ]] && ! kill -0 "$4" 2>/dev/null; then
+            die "$3 exited before answering /health on 127.0.0.1:$1 (logs in $RUN_DIR)"
+        fi
         sleep 0.1
     done
     die "$3 did not answer /health on 127.0.0.1:$1 within $2 s (logs in $RUN_DIR)"
@@ -83,12 +86,12 @@ start)
     rm -f "$RUN_DIR"/r*.pid
     echo "$n" >"$RUN_DIR/count"
     for i in $(seq 1 "$n"); do start_replica "$i"; done
-    for i in $(seq 1 "$n"); do wait_healthy $((PORT + i)) 180 "replica $i"; done
+    for i in $(seq 1 "$n"); do wait_healthy $((PORT + i)) 180 "replica $i" "$(cat "$RUN_DIR/r$i.pid")"; done
     render "$n" >"$RUN_DIR/haproxy.cfg"
     haproxy -c -q -f "$RUN_DIR/haproxy.cfg" || die "the rendered configuration is invalid"
     haproxy -db -f "$RUN_DIR/haproxy.cfg" >"$RUN_DIR/haproxy.log" 2>&1 &
     echo $! >"$RUN_DIR/haproxy.pid"
-    wait_healthy "$PORT" 30 "HAProxy"
+    wait_healthy "$PORT" 30 "HAProxy" "$(cat "$RUN_DIR/haproxy.pid")"
     echo "replicas: $n replicas ($THREADS thread(s) each) behind http://127.0.0.1:$PORT; stats at http://127.0.0.1:$STATS_PORT/stats"
     ;;
 stop)
@@ -114,7 +117,7 @@ restart)
     [[ -f "$RUN_DIR/r$i.pid" ]] || die "restart: no replica '$i'"
     kill -0 "$(cat "$RUN_DIR/r$i.pid")" 2>/dev/null && die "restart: replica $i is running"
     start_replica "$i"
-    wait_healthy $((PORT + i)) 180 "replica $i"
+    wait_healthy $((PORT + i)) 180 "replica $i" "$(cat "$RUN_DIR/r$i.pid")"
     echo "replicas: replica $i is back"
     ;;
 status)
