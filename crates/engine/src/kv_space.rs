@@ -109,6 +109,11 @@ pub struct KvUsage {
 }
 
 impl KvUsage {
+    /// `held_slots / capacity_slots`, 0 to 1 (vLLM's `kv_cache_usage_perc`).
+    pub fn held_fraction(&self) -> f64 {
+        self.held_slots as f64 / self.capacity_slots.max(1) as f64
+    }
+
     /// `tokens_stored / held_slots` (1.0 when nothing is held).
     pub fn utilization(&self) -> f64 {
         if self.held_slots == 0 {

@@ -88,17 +88,16 @@ pub(crate) async fn sample_history(state: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
-        let s = state.engine.stats();
-        let b = s.blocks.as_ref();
+        let c = Counters::of(&state.engine.stats());
         state.history.push(Sample {
             t: now_s(),
-            generation_tokens: s.totals.output_tokens,
-            num_requests_running: s.running,
-            num_requests_waiting: s.waiting,
-            kv_cache_usage_perc: s.kv.held_slots as f64 / s.kv.capacity_slots.max(1) as f64,
-            prefix_cache_hits: b.map_or(0, |b| b.prefix_hits),
-            prefix_cache_queries: b.map_or(0, |b| b.prefix_queries),
-            num_preemptions: s.totals.preemptions,
+            generation_tokens: c.generation_tokens,
+            num_requests_running: c.num_requests_running,
+            num_requests_waiting: c.num_requests_waiting,
+            kv_cache_usage_perc: c.kv_cache_usage_perc,
+            prefix_cache_hits: c.prefix_cache_hits,
+            prefix_cache_queries: c.prefix_cache_queries,
+            num_preemptions: c.num_preemptions,
         });
     }
 }
@@ -125,6 +124,29 @@ pub struct Counters {
     prompt_tokens: u64,
     generation_tokens: u64,
     engine_steps: u64,
+}
+
+impl Counters {
+    /// The counters of the engine's published stats.
+    fn of(s: &EngineStats) -> Self {
+        let b = s.blocks.as_ref();
+        Self {
+            num_requests_running: s.running,
+            num_requests_waiting: s.waiting,
+            kv_cache_usage_perc: s.kv.held_fraction(),
+            kv_block_utilization: s.kv.utilization(),
+            kv_blocks_total: b.map_or(0, |b| b.total_blocks),
+            kv_blocks_used: b.map_or(0, |b| b.used_blocks),
+            kv_blocks_cached_free: b.map_or(0, |b| b.cached_free_blocks),
+            kv_cow_copies: b.map_or(0, |b| b.cow_copies),
+            prefix_cache_queries: b.map_or(0, |b| b.prefix_queries),
+            prefix_cache_hits: b.map_or(0, |b| b.prefix_hits),
+            num_preemptions: s.totals.preemptions,
+            prompt_tokens: s.totals.prompt_tokens,
+            generation_tokens: s.totals.output_tokens,
+            engine_steps: s.totals.steps,
+        }
+    }
 }
 
 /// What a contiguous cache of the same bytes would do with the running sequences.
@@ -232,23 +254,7 @@ fn build(
     picture: PoolPicture,
     history: Vec<Sample>,
 ) -> DashboardState {
-    let b = s.blocks.as_ref();
-    let counters = Counters {
-        num_requests_running: s.running,
-        num_requests_waiting: s.waiting,
-        kv_cache_usage_perc: s.kv.held_slots as f64 / s.kv.capacity_slots.max(1) as f64,
-        kv_block_utilization: s.kv.utilization(),
-        kv_blocks_total: b.map_or(0, |b| b.total_blocks),
-        kv_blocks_used: b.map_or(0, |b| b.used_blocks),
-        kv_blocks_cached_free: b.map_or(0, |b| b.cached_free_blocks),
-        kv_cow_copies: b.map_or(0, |b| b.cow_copies),
-        prefix_cache_queries: b.map_or(0, |b| b.prefix_queries),
-        prefix_cache_hits: b.map_or(0, |b| b.prefix_hits),
-        num_preemptions: s.totals.preemptions,
-        prompt_tokens: s.totals.prompt_tokens,
-        generation_tokens: s.totals.output_tokens,
-        engine_steps: s.totals.steps,
-    };
+    let counters = Counters::of(s);
     let contiguous = contiguous(&picture);
     DashboardState {
         model: model.to_string(),

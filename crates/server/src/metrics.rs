@@ -195,7 +195,7 @@ impl Collector for EngineCollector {
             e,
             "vllm:kv_cache_usage_perc",
             "KV cache usage, 1 = full",
-            s.kv.held_slots as f64 / cap,
+            s.kv.held_fraction(),
         )?;
         let (queries, hits) = s
             .blocks
