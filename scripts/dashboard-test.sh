@@ -59,10 +59,9 @@ dom() { # url, budget ms
         --window-size=1400,1100 --virtual-time-budget="$2" --dump-dom "$1" 2>/dev/null
 }
 # A figure of /metrics (label sets summed).
-metric() {
-    curl -fsS -m 5 "$url/metrics" |
-        awk -v m="$1" '$1 !~ /^#/ { n = $1; sub(/\{.*/, "", n); if (n == m) s += $NF } END { printf "%.6g\n", s }'
-}
+# shellcheck source=scripts/lib/metric.sh
+source scripts/lib/metric.sh
+metric() { metric_sum "$url" "$1"; }
 # What the page shows: attribute `$2` of the element with id `$1`.
 attr() { { grep -o "id=\"$1\"[^>]*" | grep -o "$2=\"[^\"]*\"" | head -n1 | cut -d'"' -f2; } || true; }
 

@@ -53,10 +53,9 @@ fail() {
 }
 
 # Sum of a metric's samples (all label sets) on the replica at PORT + $1.
-metric() { # replica, name
-    curl -fsS -m 5 "http://127.0.0.1:$((PORT + $1))/metrics" |
-        awk -v m="$2" 'index($1, m) == 1 && (substr($1, length(m) + 1, 1) == "{" || length($1) == length(m)) { s += $NF } END { printf "%.0f\n", s }'
-}
+# shellcheck source=scripts/lib/metric.sh
+source scripts/lib/metric.sh
+metric() { metric_sum "http://127.0.0.1:$((PORT + $1))" "$2"; } # replica, name
 served() { metric "$1" vllm:request_success_total; }
 # Requests HAProxy has sent to replica $1 (both backends; sessions less those that could
 # not connect and went to another replica), from its stats page.
