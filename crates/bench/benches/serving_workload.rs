@@ -6,9 +6,7 @@
 //! seed's shape, one layer), and churns departures and arrivals through the block manager.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use pagedattn_kernels::{
-    paged_attention, AttentionConfig, DType, KvCache, KvCacheConfig, PagedSeq,
-};
+use pagedattn_kernels::{paged_attention, AttentionConfig, DType, KvCache, KvShape, PagedSeq};
 use pagedattn_kv::{BlockManager, KvConfig, SeqId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -41,14 +39,16 @@ impl World {
                 .with_shape(1, HEADS, DIM, 4),
         )
         .expect("valid config");
-        let cache = KvCache::new(KvCacheConfig {
-            num_layers: 1,
-            num_blocks: blocks,
-            num_kv_heads: HEADS,
-            block_size: BLOCK,
-            head_dim: DIM,
-            dtype: DType::F32,
-        })
+        let cache = KvCache::new(
+            KvShape {
+                num_layers: 1,
+                num_kv_heads: HEADS,
+                head_dim: DIM,
+                dtype: DType::F32,
+            },
+            blocks,
+            BLOCK,
+        )
         .expect("cache fits in memory");
         let mut rng = StdRng::seed_from_u64(42);
         let row = (0..HEADS * DIM)

@@ -59,7 +59,7 @@ pub fn run_policy<E: Executor>(
         policy: config.policy.name(),
         seqs: engine.finished_metrics(),
         steps: engine.step_metrics(),
-        totals: engine.totals(),
+        totals: &engine.totals(),
         kv: engine.kv_usage(),
         kv_bytes_per_token,
         peak_rss_bytes: peak_rss(),

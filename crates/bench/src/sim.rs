@@ -21,7 +21,8 @@
 //! `flops_efficiency` 0.6 is typical of large fp16 GEMMs on tensor cores. Everything else
 //! is the hardware's data sheet and the model's shape.
 
-use pagedattn_engine::{Batch, Executor, KvLayout, ModelSpec, StepOutput};
+use pagedattn_engine::{Executor, ExecutorError, ModelSpec, StepOutput};
+use pagedattn_kernels::{Batch, KvLayout};
 use pagedattn_kv::BlockCopy;
 use serde::Serialize;
 
@@ -169,16 +170,17 @@ impl GpuPreset {
         let flops = self.peak_flops * self.flops_efficiency;
         let tokens = batch.num_tokens();
         let kv_read: f64 = batch
-            .seqs
+            .seqs()
             .iter()
-            .map(|c| c.context_len() as f64 * self.kv_bytes_per_token as f64)
+            .map(|c| c.context_len as f64 * self.kv_bytes_per_token as f64)
             .sum();
         // Sum over new tokens of the context each attends to (causal within the chunk).
         let pairs: f64 = batch
-            .seqs
+            .seqs()
             .iter()
             .map(|c| {
-                let (s, n) = (c.start_pos as f64, c.tokens.len() as f64);
+                let n = c.query_len as f64;
+                let s = c.context_len as f64 - n;
                 n * s + n * (n + 1.0) / 2.0
             })
             .sum();
@@ -230,19 +232,19 @@ impl Executor for SimulatedExecutor {
         }
     }
 
-    fn init_kv(&mut self, layout: KvLayout) -> Result<(), String> {
+    fn init_kv(&mut self, layout: KvLayout) -> Result<(), ExecutorError> {
         if let KvLayout::Paged { block_size, .. } = layout {
             self.block_size = block_size;
         }
         Ok(())
     }
 
-    fn copy_blocks(&mut self, copies: &[BlockCopy]) -> Result<(), String> {
+    fn copy_blocks(&mut self, copies: &[BlockCopy]) -> Result<(), ExecutorError> {
         self.pending_copies += copies.len();
         Ok(())
     }
 
-    fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, String> {
+    fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, ExecutorError> {
         let t = self
             .preset
             .step_seconds(batch, self.pending_copies, self.block_size);
@@ -257,30 +259,24 @@ impl Executor for SimulatedExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pagedattn_engine::{KvLocation, LogitsFor, SeqInput};
+    use pagedattn_kernels::{KvLocation, LogitsFor};
 
     /// `n` sequences decoding at context `ctx` (slots do not matter to the cost model).
-    fn decode_batch<'a>(tokens: &'a [u32], slots: &'a [usize], n: usize, ctx: usize) -> Batch<'a> {
-        Batch {
-            seqs: (0..n)
-                .map(|_| SeqInput {
-                    tokens: &tokens[..1],
-                    start_pos: ctx - 1,
-                    slots: &slots[..1],
-                    kv: KvLocation::Contiguous { start_slot: 0 },
-                    logits: LogitsFor::Last,
-                })
-                .collect(),
+    fn decode_batch(n: usize, ctx: usize) -> Batch<'static> {
+        let mut b = Batch::contiguous();
+        for _ in 0..n {
+            let at = KvLocation::Contiguous { start_slot: 0 };
+            b.push(&[1], ctx - 1, at, LogitsFor::Last).unwrap();
         }
+        b
     }
 
     #[test]
     fn decode_is_weight_bound_and_batching_amortizes_weights() {
         let p = GpuPreset::by_name("a100-40gb:opt-13b").unwrap();
-        let t = [1u32];
-        let one = p.step_seconds(&decode_batch(&t, &[0], 1, 500), 0, 16);
+        let one = p.step_seconds(&decode_batch(1, 500), 0, 16);
         assert!((0.018..0.026).contains(&one), "{one}");
-        let many = p.step_seconds(&decode_batch(&t, &[0], 32, 500), 0, 16);
+        let many = p.step_seconds(&decode_batch(32, 500), 0, 16);
         // 32x the tokens for well under 2x the time.
         assert!(many < 2.0 * one, "{many} vs {one}");
         assert!(many > one);
@@ -292,9 +288,8 @@ mod tests {
         // `--example bench -- --bf16` on this project's CPU: 12.3 ms per step for one
         // sequence, 35.7 ms for 16 (contexts of 64); modeled 13.9 and 38.1 ms.
         let p = GpuPreset::by_name("cpu-2c:smollm2-135m").unwrap();
-        let t = [1u32];
-        let one = p.step_seconds(&decode_batch(&t, &[0], 1, 64), 0, 16);
-        let sixteen = p.step_seconds(&decode_batch(&t, &[0], 16, 64), 0, 16);
+        let one = p.step_seconds(&decode_batch(1, 64), 0, 16);
+        let sixteen = p.step_seconds(&decode_batch(16, 64), 0, 16);
         assert!((0.012..0.0145).contains(&one), "{one}");
         assert!((0.034..0.040).contains(&sixteen), "{sixteen}");
     }
@@ -307,9 +302,8 @@ mod tests {
         // contexts 128-256.
         const MEASURED: [(usize, f64); 3] = [(1, 3.32), (4, 6.282_4), (16, 21.44)];
         let p = GpuPreset::by_name("cpu-2c:smollm2-135m-q4_1").unwrap();
-        let t = [1u32];
         for (n, ms) in MEASURED {
-            let modeled = 1e3 * p.step_seconds(&decode_batch(&t, &[0], n, 192), 0, 16);
+            let modeled = 1e3 * p.step_seconds(&decode_batch(n, 192), 0, 16);
             // Additive: above the measured points where a few rows' products hide under the
             // weight stream (35% at one sequence), never below.
             let r = modeled / ms;
@@ -337,9 +331,8 @@ mod tests {
             (32, 65.6),
         ];
         let p = GpuPreset::by_name("cpu-2c:smollm2-135m").unwrap();
-        let t = [1u32];
         for (n, ms) in MEASURED {
-            let modeled = 1e3 * p.step_seconds(&decode_batch(&t, &[0], n, 128), 0, 16);
+            let modeled = 1e3 * p.step_seconds(&decode_batch(n, 128), 0, 16);
             // The additive roofline runs 2-29% above these points (it was calibrated on an
             // earlier sitting at context 64); it must stay within 30%, and never below.
             let r = modeled / ms;

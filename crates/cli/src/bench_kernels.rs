@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use pagedattn_kernels::{
     contiguous_attention, fma_peak_gflops, padded_attention, paged_attention, AttentionConfig,
-    ContiguousKv, ContiguousKvConfig, ContiguousSeq, DType, Isa, KvCache, KvCacheConfig, PagedSeq,
+    ContiguousKv, ContiguousSeq, Cpu, DType, KvCache, KvShape, PagedSeq,
 };
 use pagedattn_kv::{BlockId, BlockManager, KvConfig, SeqId};
 use rand::rngs::StdRng;
@@ -122,15 +122,15 @@ pub fn run(args: &KernelsArgs) -> Result<()> {
 }
 
 fn run_in_pool(args: &KernelsArgs, dtype: DType, threads: usize) -> Result<()> {
-    let isa = Isa::selected();
+    let cpu = Cpu::selected();
     let llc = llc_bytes();
-    eprintln!("measuring read bandwidth ({threads} threads) and FMA peak ({isa})...");
+    eprintln!("measuring read bandwidth ({threads} threads) and FMA peak ({cpu})...");
     let machine = Machine {
         cpu: cpu_name(),
         threads,
-        isa: isa.name().to_string(),
-        read_gbps: read_bandwidth_gbps(isa, llc)?,
-        fma_gflops: fma_peak_gflops(isa, 0.2)?,
+        isa: cpu.to_string(),
+        read_gbps: read_bandwidth_gbps(cpu, llc),
+        fma_gflops: fma_peak_gflops(cpu, 0.2),
         llc_mib: llc as f64 / f64::from(1u32 << 20),
     };
     println!(
@@ -245,21 +245,14 @@ fn build(point: Point, dtype: DType, sets: usize, seed: u64) -> Result<Inputs> {
     let needed = seqs * blocks_per_seq;
     let num_blocks = needed + needed / 4 + 64;
     let tables = churned_tables(num_blocks, seqs, context, seed)?;
-    let mut cache = KvCache::new(KvCacheConfig {
-        num_layers: 1,
-        num_blocks,
-        num_kv_heads,
-        block_size: BLOCK_SIZE,
-        head_dim: HEAD_DIM,
-        dtype,
-    })?;
-    let mut arena = ContiguousKv::new(ContiguousKvConfig {
+    let shape = KvShape {
         num_layers: 1,
         num_kv_heads,
-        capacity_slots: seqs * context,
         head_dim: HEAD_DIM,
         dtype,
-    })?;
+    };
+    let mut cache = KvCache::new(shape, num_blocks, BLOCK_SIZE)?;
+    let mut arena = ContiguousKv::new(shape, seqs * context)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let row = num_kv_heads * HEAD_DIM;
     let chunk = 256;

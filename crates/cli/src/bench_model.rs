@@ -18,9 +18,9 @@ use crate::machine::cpu_name;
 use crate::model_file::model_or_default;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use pagedattn_kernels::{KvCache, KvCacheConfig};
+use pagedattn_kernels::{Batch, KvCache, KvLocation, LogitsFor};
 use pagedattn_kv::BlockId;
-use pagedattn_model::{Batch, KvLocation, LoadOptions, LogitsFor, Model, SeqInput};
+use pagedattn_model::{LoadOptions, Model};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -130,7 +130,7 @@ pub fn run(args: &ModelArgs) -> Result<()> {
     let machine = Machine {
         cpu: cpu_name(),
         threads,
-        isa: pagedattn_kernels::Isa::selected().to_string(),
+        isa: pagedattn_kernels::Cpu::selected().to_string(),
     };
     println!(
         "model: {} | weights {} ({:.0} MiB) | K/V {} | {} | {} threads | isa {}",
@@ -225,14 +225,7 @@ impl<'m> Bench<'m> {
     ) -> Result<Self> {
         let c = model.config();
         let per_seq = len.div_ceil(BLOCK_SIZE);
-        let cache = KvCache::new(KvCacheConfig {
-            num_layers: c.num_layers,
-            num_blocks: seqs * per_seq,
-            num_kv_heads: c.num_kv_heads,
-            block_size: BLOCK_SIZE,
-            head_dim: c.head_dim,
-            dtype,
-        })?;
+        let cache = KvCache::new(c.kv_shape(dtype), seqs * per_seq, BLOCK_SIZE)?;
         let tables = (0..seqs)
             .map(|s| {
                 (0..per_seq)
@@ -250,26 +243,16 @@ impl<'m> Bench<'m> {
         })
     }
 
-    fn slots(&self, s: usize, start: usize, n: usize) -> Vec<usize> {
-        (start..start + n)
-            .map(|p| self.tables[s][p / BLOCK_SIZE].index() * BLOCK_SIZE + p % BLOCK_SIZE)
-            .collect()
-    }
-
     /// Prefills `n` tokens of every sequence in one step; seconds taken.
     fn prefill(&mut self, n: usize) -> Result<f64> {
-        let slots: Vec<Vec<usize>> = (0..self.tables.len())
-            .map(|s| self.slots(s, 0, n))
-            .collect();
-        let mut batch = Batch::new();
-        for (s, table) in self.tables.iter().enumerate() {
-            batch.push(SeqInput {
-                tokens: &self.tokens[..n],
-                start_pos: 0,
-                slots: &slots[s],
-                kv: KvLocation::Paged(table),
-                logits: LogitsFor::Last,
-            });
+        let mut batch = Batch::paged(BLOCK_SIZE);
+        for table in &self.tables {
+            batch.push(
+                &self.tokens[..n],
+                0,
+                KvLocation::Paged(table),
+                LogitsFor::Last,
+            )?;
         }
         let t = Instant::now();
         self.model.forward(&batch, &mut self.cache)?;
@@ -280,18 +263,10 @@ impl<'m> Bench<'m> {
     fn decode(&mut self, start: usize, steps: usize) -> Result<f64> {
         let t = Instant::now();
         for p in start..start + steps {
-            let slots: Vec<Vec<usize>> = (0..self.tables.len())
-                .map(|s| self.slots(s, p, 1))
-                .collect();
-            let mut batch = Batch::new();
-            for (s, table) in self.tables.iter().enumerate() {
-                batch.push(SeqInput {
-                    tokens: &self.tokens[p..=p],
-                    start_pos: p,
-                    slots: &slots[s],
-                    kv: KvLocation::Paged(table),
-                    logits: LogitsFor::Last,
-                });
+            let mut batch = Batch::paged(BLOCK_SIZE);
+            for table in &self.tables {
+                let at = KvLocation::Paged(table);
+                batch.push(&self.tokens[p..=p], p, at, LogitsFor::Last)?;
             }
             self.model.forward(&batch, &mut self.cache)?;
         }

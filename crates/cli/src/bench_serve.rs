@@ -12,8 +12,9 @@ use pagedattn_bench::openai::{run_openai_detailed, OpenAiBackend};
 use pagedattn_bench::report::{relate_to_paged, table, PolicyReport};
 use pagedattn_bench::sim::{GpuPreset, SimulatedExecutor, PRESETS};
 use pagedattn_bench::workload::{self, Arrivals, Lengths, WorkloadRequest, WorkloadSpec};
-use pagedattn_engine::{EngineConfig, KvPolicy, ModelExecutor, SchedulerConfig};
+use pagedattn_engine::{EngineConfig, KvPolicy, SchedulerConfig};
 use pagedattn_model::{LoadOptions, Model, WeightDType};
+use pagedattn_runner::ModelExecutor;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -237,7 +238,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             );
         }
         model_name = format!("{name} ({} weights, {} KV)", args.weights, args.kv_dtype);
-        let per_token = model.config().kv_bytes_per_token(dtype) as u64;
+        let per_token = model.config().kv_shape(dtype).bytes_per_token();
         kv_budget = given_budget.unwrap_or(3 * args.max_model_len as u64 * per_token);
         requests = args.requests.unwrap_or(DEFAULT_REAL_REQUESTS);
         for rate in &rates {

@@ -4,9 +4,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use pagedattn_engine::{Engine, EngineConfig, KvPolicy, ModelExecutor, Request, SamplingParams};
+use pagedattn_engine::{Engine, EngineConfig, KvPolicy, Request, SamplingParams};
 use pagedattn_kernels::DType;
 use pagedattn_model::{LoadOptions, Model, TokenStream};
+use pagedattn_runner::ModelExecutor;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -154,17 +155,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         .map(|s| s.kv_held_slots)
         .max()
         .unwrap_or(0);
-    let per_token = engine
-        .executor()
-        .model()
-        .config()
-        .kv_bytes_per_token(DType::F32);
+    let per_token = engine.spec().kv_bytes_per_token;
     if !single || args.stats {
         eprintln!(
             "{} requests, {generated} tokens in {secs:.2} s ({:.1} tokens/s), peak KV {:.1} MiB; model load {load_s:.2} s",
             texts.len(),
             generated as f64 / secs.max(1e-9),
-            (peak_kv * per_token) as f64 / (1024.0 * 1024.0),
+            (peak_kv as u64 * per_token) as f64 / (1024.0 * 1024.0),
         );
     }
     Ok(())

@@ -1,13 +1,12 @@
 //! This machine's facts for benchmark reports: CPU name, last-level cache size, and
 //! DRAM read bandwidth measured STREAM-style.
 
-use anyhow::Result;
-use pagedattn_kernels::{sum_f32, Isa};
+use pagedattn_kernels::{sum_f32, Cpu};
 use std::time::Instant;
 
 /// STREAM-style read bandwidth with `rayon::current_num_threads()` threads: each sums its
 /// share of an array four times the last-level cache (at least 1 GiB); best of five.
-pub fn read_bandwidth_gbps(isa: Isa, llc: usize) -> Result<f64> {
+pub fn read_bandwidth_gbps(cpu: Cpu, llc: usize) -> f64 {
     use rayon::prelude::*;
     let bytes = (4 * llc).max(1 << 30);
     let data: Vec<f32> = (0..bytes / 4).map(|i| (i % 1024) as f32).collect();
@@ -16,16 +15,11 @@ pub fn read_bandwidth_gbps(isa: Isa, llc: usize) -> Result<f64> {
     let mut best = f64::INFINITY;
     for _ in 0..5 {
         let t = Instant::now();
-        let total: f32 = data
-            .par_chunks(chunk)
-            .map(|c| sum_f32(isa, c))
-            .collect::<std::result::Result<Vec<f32>, _>>()?
-            .into_iter()
-            .sum();
+        let total: f32 = data.par_chunks(chunk).map(|c| sum_f32(cpu, c)).sum();
         std::hint::black_box(total);
         best = best.min(t.elapsed().as_secs_f64());
     }
-    Ok(bytes as f64 / best / 1e9)
+    bytes as f64 / best / 1e9
 }
 
 /// Size of the last-level cache in bytes, from sysfs (a large default where unknown).

@@ -14,10 +14,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
+use pagedattn_kernels::{Batch, DType, KvCache, KvLocation, LogitsFor};
 use pagedattn_kv::BlockId;
 use pagedattn_model::gguf::{GgufFile, Value};
-use pagedattn_model::{Batch, KvLocation, LoadOptions, LogitsFor, Model, SeqInput};
+use pagedattn_model::{LoadOptions, Model};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -143,19 +143,12 @@ fn run_in_pool(
         );
     }
 
-    let mut cache = KvCache::new(KvCacheConfig {
-        num_layers: c.num_layers,
-        num_blocks: ctx.div_ceil(BLOCK_SIZE),
-        num_kv_heads: c.num_kv_heads,
-        block_size: BLOCK_SIZE,
-        head_dim: c.head_dim,
-        dtype: DType::F32,
-    })
-    .map_err(|e| anyhow!("{e}"))?;
-    // Block i holds positions 16i..16i+15, so position p's slot is p; every window starts
-    // at position 0 and overwrites the previous window's K/V.
-    let table: Vec<BlockId> = (0..ctx.div_ceil(BLOCK_SIZE) as u32).map(BlockId).collect();
-    let slots: Vec<usize> = (0..ctx).collect();
+    let blocks = ctx.div_ceil(BLOCK_SIZE);
+    let mut cache =
+        KvCache::new(c.kv_shape(DType::F32), blocks, BLOCK_SIZE).map_err(|e| anyhow!("{e}"))?;
+    // Block i holds positions 16i..16i+15; every window starts at position 0 and
+    // overwrites the previous window's K/V.
+    let table: Vec<BlockId> = (0..blocks as u32).map(BlockId).collect();
 
     let t0 = Instant::now();
     let mut nll = 0.0f64;
@@ -167,14 +160,10 @@ fn run_in_pool(
         if let Some(b) = bos {
             input[0] = b;
         }
-        let mut batch = Batch::new();
-        batch.push(SeqInput {
-            tokens: &input,
-            start_pos: 0,
-            slots: &slots,
-            kv: KvLocation::Paged(&table),
-            logits: LogitsFor::All,
-        });
+        let mut batch = Batch::paged(BLOCK_SIZE);
+        batch
+            .push(&input, 0, KvLocation::Paged(&table), LogitsFor::All)
+            .map_err(|e| anyhow!("window {}: {e}", w + 1))?;
         let logits = model
             .forward(&batch, &mut cache)
             .map_err(|e| anyhow!("window {}: {e}", w + 1))?;

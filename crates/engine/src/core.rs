@@ -17,14 +17,16 @@
 //! Memory stays bounded in a long-running server: the engine keeps no history (see
 //! [`crate::EngineConfig::keep_history`]), and the thread keeps one sender per live request.
 
-use crate::engine::{Engine, RequestOutput};
+use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::executor::Executor;
+use crate::ids::{RequestId, TokenId};
 use crate::inspect::PoolPicture;
 use crate::kv_space::KvUsage;
 use crate::metrics::{EngineTotals, StepMetrics};
-use crate::request::{validate, Request, RequestId, SamplingParams};
-use pagedattn_kv::{BlockManagerStats, TokenId};
+use crate::output::RequestOutput;
+use crate::request::{validate, Request, SamplingParams};
+use pagedattn_kv::BlockManagerStats;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -367,9 +369,9 @@ impl<E: Executor> EngineThread<E> {
                 let steps = self.engine.totals().steps;
                 match self.engine.step() {
                     Ok(outputs) => self.dispatch(outputs),
-                    Err(EngineError::StepFailed { requests, message }) => {
+                    Err(EngineError::StepFailed { requests, source }) => {
                         for id in requests {
-                            self.fail(id, &format!("the model step failed: {message}"));
+                            self.fail(id, &format!("the model step failed: {source}"));
                         }
                     }
                     Err(e) => {
@@ -498,7 +500,7 @@ fn snapshot<E: Executor>(e: &Engine<E>) -> EngineStats {
         waiting: e.num_waiting(),
         kv: e.kv_usage(),
         blocks: e.block_manager_stats(),
-        totals: e.totals().clone(),
+        totals: e.totals(),
         last_step: e.last_step().copied(),
     }
 }

@@ -1,10 +1,14 @@
 //! The engine: requests in, tokens out, one scheduling step at a time.
 //!
+//! [`Engine::step`] is schedule -> execute -> update -> outputs: the scheduler decides the
+//! step and describes it as a [`pagedattn_kernels::Batch`]; the executor computes it; the
+//! scheduler applies the result to its sequences (the one writer of their progress); the
+//! request bookkeeping turns that into outputs.
+//!
 //! # Invariants
-//! - `requests` is keyed by the requests with at least one live sequence (or forks still to
-//!   make); a request leaves it when its last sequence finishes, is aborted or fails.
-//! - Every sequence of a live request is live in the scheduler, or finished; the scheduler
-//!   owns the queues and the KV space (see `scheduler.rs`), the engine only asks it.
+//! - The scheduler owns the sequences, the queues and the KV space (see `scheduler.rs`);
+//!   the request bookkeeping owns which requests are live (see `requests.rs`). The engine
+//!   only calls them; [`Engine::check_invariants`] recounts both and their agreement.
 //! - A step either completes (every scheduled chunk's tokens are computed, and sampled
 //!   where the chunk ends its sequence) or fails, and then every request it touched ends
 //!   with [`FinishReason::Error`] and its memory is freed: no table is left ahead of what
@@ -12,19 +16,20 @@
 //! - With `keep_history` off, nothing grows with the number of requests or steps served:
 //!   finished sequences hand their metrics to the caller in their last [`RequestOutput`].
 
-use crate::completion::request_seed;
 use crate::error::{EngineError, Result};
-use crate::executor::{Executor, ModelSpec};
+use crate::executor::{Executor, ExecutorError, ModelSpec, StepOutput};
+use crate::finish::FinishReason;
+use crate::ids::{RequestId, SeqId, TokenId};
 use crate::kv_space::{KvPolicy, KvSpace};
-use crate::metrics::{EngineTotals, SeqMetrics, StepMetrics};
-use crate::request::{validate, Request, RequestId, SamplingParams};
-use crate::sampler::{Sampler, TokenLogprob};
+use crate::metrics::{EngineTotals, StepMetrics};
+use crate::output::RequestOutput;
+use crate::request::{validate, Request, SamplingParams};
+use crate::requests::Requests;
 use crate::scheduler::{Scheduled, Scheduler, SchedulerConfig};
-use crate::sequence::{FinishReason, SeqState, Sequence};
-use pagedattn_kv::{SeqId, TokenId};
-use pagedattn_model::{Batch, LogitsFor, SeqInput};
+use crate::sequence::StopRules;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How the engine is set up.
@@ -68,31 +73,6 @@ impl EngineConfig {
     }
 }
 
-/// New output of one sequence since the previous step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RequestOutput {
-    /// The request.
-    pub request: RequestId,
-    /// Which of its sequences.
-    pub index: usize,
-    /// Tokens generated since the last output for this sequence.
-    pub new_tokens: Vec<TokenId>,
-    /// Their log-probabilities, when the request asked for them (one per new token).
-    pub logprobs: Vec<TokenLogprob>,
-    /// Why the sequence finished, if it did.
-    pub finished: Option<FinishReason>,
-    /// The finished sequence's metrics (in its last output only).
-    pub metrics: Option<Box<SeqMetrics>>,
-}
-
-pub(crate) struct RequestState {
-    pub(crate) params: SamplingParams,
-    /// Its sequences that are live in the scheduler.
-    pub(crate) live: Vec<SeqId>,
-    /// Forks still to make when the first sequence's prompt is done (paged `n > 1`).
-    pub(crate) pending_forks: usize,
-}
-
 /// A continuous-batching engine over an [`Executor`].
 pub struct Engine<E: Executor> {
     pub(crate) executor: E,
@@ -100,12 +80,11 @@ pub struct Engine<E: Executor> {
     pub(crate) config: EngineConfig,
     pub(crate) max_len: usize,
     pub(crate) sched: Scheduler,
-    pub(crate) requests: HashMap<RequestId, RequestState>,
-    pub(crate) finished: Vec<SeqMetrics>,
+    pub(crate) requests: Requests,
+    /// Every step's record (with history only).
     pub(crate) steps: Vec<StepMetrics>,
     pub(crate) last_step: Option<StepMetrics>,
-    pub(crate) totals: EngineTotals,
-    pub(crate) next_seq: u64,
+    pub(crate) num_steps: u64,
     pub(crate) start: Instant,
     pub(crate) virtual_now: Option<f64>,
 }
@@ -146,19 +125,25 @@ impl<E: Executor> Engine<E> {
             max_len,
         )?;
         executor.init_kv(layout).map_err(EngineError::Executor)?;
+        let rules = StopRules {
+            max_len,
+            end_ids: spec
+                .eos_token_id
+                .into_iter()
+                .chain(spec.end_of_turn_ids.iter().copied())
+                .collect(),
+        };
         Ok(Self {
             executor,
             virtual_now: spec.simulated.then_some(0.0),
             spec,
             max_len,
-            sched: Scheduler::new(config.scheduler.clone(), kv),
+            sched: Scheduler::new(config.scheduler.clone(), rules, kv),
+            requests: Requests::new(config.keep_history),
             config,
-            requests: HashMap::new(),
-            finished: Vec::new(),
             steps: Vec::new(),
             last_step: None,
-            totals: EngineTotals::default(),
-            next_seq: 0,
+            num_steps: 0,
             start: Instant::now(),
         })
     }
@@ -205,59 +190,24 @@ impl<E: Executor> Engine<E> {
     /// Validates and queues a request. On error nothing is queued.
     pub fn add_request(&mut self, req: Request) -> Result<()> {
         let id = req.id;
-        if self.requests.contains_key(&id) {
+        if self.requests.contains(id) {
             return Err(EngineError::DuplicateRequest(id));
         }
         validate(&req, self.max_len, self.spec.vocab_size)?;
         let n = req.params.n;
         // Paged sequences fork after the prompt (sharing its blocks); contiguous ones
         // cannot share, so each of the n sequences computes the prompt itself.
-        let (created, forks) = if self.config.policy.is_paged() {
+        let shape = if self.config.policy.is_paged() {
             (1, n - 1)
         } else {
             (n, 0)
         };
-        let final_len = req.prompt.len() + req.params.max_tokens; // validated: no overflow
-        let seed = request_seed(&req.params, id);
-        let mut live = Vec::with_capacity(created);
-        for index in 0..created {
-            let sid = self.new_seq_id();
-            let seq = Sequence {
-                id: sid,
-                request: id,
-                index,
-                tokens: req.prompt.clone(),
-                prompt_len: req.prompt.len(),
-                num_computed: 0,
-                num_emitted: 0,
-                state: SeqState::Waiting,
-                sampler: Sampler::new(&req.params, seed.wrapping_add(index as u64)),
-                metrics: SeqMetrics {
-                    request: id,
-                    index,
-                    prompt_len: req.prompt.len(),
-                    arrival: req.arrival,
-                    ..SeqMetrics::default()
-                },
-            };
-            self.sched.add(seq, final_len)?;
-            live.push(sid);
-        }
-        self.totals.prompt_tokens += req.prompt.len() as u64;
-        self.requests.insert(
-            id,
-            RequestState {
-                params: req.params,
-                live,
-                pending_forks: forks,
-            },
-        );
+        let params = Arc::new(req.params);
+        let seqs = self
+            .sched
+            .add_request(id, &req.prompt, &params, req.arrival, shape);
+        self.requests.add(id, seqs, req.prompt.len());
         Ok(())
-    }
-
-    pub(crate) fn new_seq_id(&mut self) -> SeqId {
-        self.next_seq += 1;
-        SeqId(self.next_seq)
     }
 
     /// Whether any request is waiting or running.
@@ -267,25 +217,21 @@ impl<E: Executor> Engine<E> {
 
     /// Whether `id` is waiting or running.
     pub fn contains(&self, id: RequestId) -> bool {
-        self.requests.contains_key(&id)
+        self.requests.contains(id)
     }
 
-    /// Runs one step: schedules, executes, samples, and returns new tokens. If the
-    /// executor fails, the requests of this step end with [`FinishReason::Error`], their
-    /// memory is freed, and the error names them; the engine stays usable.
+    /// Runs one step: schedule, execute, update, outputs. If the executor fails, the
+    /// requests of this step end with [`FinishReason::Error`], their memory is freed, and
+    /// the error names them; the engine stays usable.
     pub fn step(&mut self) -> Result<Vec<RequestOutput>> {
-        let scheduled = self.sched.schedule()?;
+        let t0 = self.now();
+        let scheduled = self.sched.schedule(t0)?;
         if scheduled.chunks.is_empty() {
             return Ok(Vec::new());
         }
-        let t0 = self.now();
-        for c in &scheduled.chunks {
-            let m = &mut self.sched.seq_mut(c.seq)?.metrics;
-            m.first_scheduled.get_or_insert(t0);
-        }
         let output = match self.execute(&scheduled) {
             Ok(o) => o,
-            Err(message) => return Err(self.fail_step(&scheduled, message)),
+            Err(e) => return Err(self.fail_step(&scheduled, e)),
         };
         let now = match (self.virtual_now.as_mut(), output.modeled_seconds) {
             (Some(v), Some(dt)) => {
@@ -295,36 +241,46 @@ impl<E: Executor> Engine<E> {
             _ => self.now(),
         };
         let vocab = self.spec.vocab_size;
-        let mut outputs = Vec::new();
-        let mut row = 0;
-        for c in &scheduled.chunks {
-            self.totals.computed_tokens += c.len as u64;
-            self.sched.seq_mut(c.seq)?.num_computed += c.len;
-            if !c.sample {
-                continue;
+        let update = self
+            .sched
+            .update(&scheduled, output.logits.as_deref(), vocab, now)?;
+        let outputs = self.requests.record(update);
+        self.record_step(&scheduled, t0, now);
+        Ok(outputs)
+    }
+
+    /// Copies blocks and runs the executor on the step's description; checks the shape of
+    /// what it returns.
+    fn execute(&mut self, scheduled: &Scheduled) -> Result<StepOutput, ExecutorError> {
+        self.executor.copy_blocks(&scheduled.copies)?;
+        let batch = self
+            .sched
+            .batch(scheduled)
+            .map_err(|e| ExecutorError::failed(e.to_string()))?;
+        let output = self.executor.execute(&batch)?;
+        if let Some(l) = &output.logits {
+            let rows = batch.num_logits_rows();
+            let vocab = self.spec.vocab_size;
+            if Some(l.len()) != rows.checked_mul(vocab) {
+                return Err(ExecutorError::LogitsShape {
+                    got: l.len(),
+                    rows,
+                    vocab,
+                });
             }
-            let logits = output
-                .logits
-                .as_ref()
-                .map(|l| &l[row * vocab..(row + 1) * vocab]);
-            row += 1;
-            self.fork_children(c.seq, logits, now, &mut outputs)?;
-            self.emit_token(c.seq, logits, now, &mut outputs)?;
         }
-        self.totals.steps += 1;
-        self.totals.preemptions = self.sched.preemptions();
-        self.totals.recomputed_tokens = self.sched.recomputed_tokens();
+        Ok(output)
+    }
+
+    /// The record of a step that ran from `t0` to `now`.
+    fn record_step(&mut self, scheduled: &Scheduled, t0: f64, now: f64) {
         let usage = self.sched.kv().usage();
         let record = StepMetrics {
             time: now,
             duration: now - t0,
             batch_size: scheduled.chunks.len(),
-            decode_seqs: scheduled
-                .chunks
-                .iter()
-                .filter(|c| c.len == 1 && c.sample)
-                .count(),
-            tokens_scheduled: scheduled.chunks.iter().map(|c| c.len).sum(),
+            decode_seqs: scheduled.decode_seqs,
+            tokens_scheduled: scheduled.num_tokens(),
             running: self.sched.num_running(),
             waiting: self.sched.num_waiting(),
             kv_held_slots: usage.held_slots,
@@ -334,64 +290,22 @@ impl<E: Executor> Engine<E> {
             external_fragmentation_slots: usage.external_fragmentation_slots,
             preemptions: scheduled.preempted,
         };
+        self.num_steps += 1;
         if self.config.keep_history {
             self.steps.push(record);
         }
         self.last_step = Some(record);
-        Ok(outputs)
-    }
-
-    /// Copies blocks and runs the executor on the step's [`Batch`]; checks the shape of
-    /// what it returns.
-    fn execute(&mut self, scheduled: &Scheduled) -> Result<crate::StepOutput, String> {
-        self.executor.copy_blocks(&scheduled.copies)?;
-        let kv = self.sched.kv();
-        let mut places = Vec::with_capacity(scheduled.chunks.len());
-        for c in &scheduled.chunks {
-            let (loc, block_size) = kv.location(c.seq).map_err(|e| e.to_string())?;
-            let slots: Vec<usize> = (c.start..c.start + c.len)
-                .map(|p| loc.slot(p, block_size))
-                .collect();
-            places.push((loc, slots));
-        }
-        let mut batch = Batch::new();
-        for (c, (loc, slots)) in scheduled.chunks.iter().zip(&places) {
-            batch.push(SeqInput {
-                tokens: &self.sched.seq(c.seq).map_err(|e| e.to_string())?.tokens
-                    [c.start..c.start + c.len],
-                start_pos: c.start,
-                slots,
-                kv: *loc,
-                logits: if c.sample {
-                    LogitsFor::Last
-                } else {
-                    LogitsFor::None
-                },
-            });
-        }
-        let output = self.executor.execute(&batch)?;
-        if let Some(l) = &output.logits {
-            let rows = scheduled.chunks.iter().filter(|c| c.sample).count();
-            let vocab = self.spec.vocab_size;
-            if Some(l.len()) != rows.checked_mul(vocab) {
-                return Err(format!(
-                    "returned {} logits for {rows} rows of {vocab}",
-                    l.len()
-                ));
-            }
-        }
-        Ok(output)
     }
 
     /// Ends every request with a sequence in the failed step, discarding K/V that were
     /// never computed, and returns the error that names them.
-    fn fail_step(&mut self, scheduled: &Scheduled, message: String) -> EngineError {
+    fn fail_step(&mut self, scheduled: &Scheduled, source: ExecutorError) -> EngineError {
         let mut requests = Vec::new();
         let mut seen = HashSet::new();
         for c in &scheduled.chunks {
-            if let Ok(s) = self.sched.seq(c.seq) {
-                if seen.insert(s.request) {
-                    requests.push(s.request);
+            if let Ok(s) = self.sched.seq(c.kv) {
+                if seen.insert(s.request()) {
+                    requests.push(s.request());
                 }
             }
         }
@@ -400,7 +314,58 @@ impl<E: Executor> Engine<E> {
                 return e;
             }
         }
-        EngineError::StepFailed { requests, message }
+        EngineError::StepFailed { requests, source }
+    }
+
+    /// Aborts a request: frees everything its sequences hold, at once. Aborting a request
+    /// that finished or never existed does nothing (a client that disconnects races its
+    /// last token). Returns the last outputs of the sequences it ended.
+    pub fn abort(&mut self, id: RequestId) -> Result<Vec<RequestOutput>> {
+        self.end_request(id, FinishReason::Aborted)
+    }
+
+    /// Aborts every request (shutdown after the grace period).
+    pub fn abort_all(&mut self) -> Result<Vec<RequestOutput>> {
+        let mut out = Vec::new();
+        for id in self.requests.ids() {
+            out.extend(self.abort(id)?);
+        }
+        Ok(out)
+    }
+
+    /// Ends sequence `index` of request `id` as stopped (a stop string seen by the caller's
+    /// detokenizer) and frees its memory; returns its last output (and, for the first
+    /// sequence of a paged parallel request whose prompt is not done, those of the forks it
+    /// will never make). A no-op if it has already finished.
+    pub fn stop_sequence(&mut self, id: RequestId, index: usize) -> Result<Vec<RequestOutput>> {
+        let found = self
+            .requests
+            .seqs(id)
+            .into_iter()
+            .find(|&s| self.sched.seq(s).is_ok_and(|q| q.index() == index));
+        match found {
+            Some(sid) => self.retire(sid, FinishReason::Stop),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Ends every live sequence of request `id` with `reason`.
+    fn end_request(&mut self, id: RequestId, reason: FinishReason) -> Result<Vec<RequestOutput>> {
+        let mut out = Vec::new();
+        for sid in self.requests.seqs(id) {
+            out.extend(self.retire(sid, reason)?);
+        }
+        Ok(out)
+    }
+
+    /// Retires live sequence `sid` with `reason` and returns its last outputs.
+    fn retire(&mut self, sid: SeqId, reason: FinishReason) -> Result<Vec<RequestOutput>> {
+        let now = self.now();
+        let retired = self
+            .sched
+            .retire(sid, reason, now)?
+            .ok_or_else(|| EngineError::Internal(format!("{sid} finished twice")))?;
+        Ok(self.requests.retired(sid, retired))
     }
 
     /// Runs prompts to completion and returns, per prompt, the tokens of each of its
@@ -410,7 +375,7 @@ impl<E: Executor> Engine<E> {
         prompts: &[Vec<TokenId>],
         params: &SamplingParams,
     ) -> Result<Vec<Vec<Vec<TokenId>>>> {
-        let base = self.next_seq + 1_000_000_000;
+        let base = self.sched.seqs_created() + 1_000_000_000;
         let ids: Vec<RequestId> = (0..prompts.len() as u64)
             .map(|i| RequestId(base + i))
             .collect();
@@ -432,7 +397,7 @@ impl<E: Executor> Engine<E> {
             .iter()
             .map(|&id| (id, vec![Vec::new(); params.n]))
             .collect();
-        while ids.iter().any(|id| self.requests.contains_key(id)) {
+        while ids.iter().any(|&id| self.requests.contains(id)) {
             for o in self.step()? {
                 if let Some(v) = out.get_mut(&o.request) {
                     v[o.index].extend(o.new_tokens);
@@ -443,5 +408,19 @@ impl<E: Executor> Engine<E> {
             .iter()
             .map(|id| out.remove(id).unwrap_or_default())
             .collect())
+    }
+
+    /// Totals over the engine's life.
+    pub fn totals(&self) -> EngineTotals {
+        let p = self.sched.progress();
+        EngineTotals {
+            steps: self.num_steps,
+            computed_tokens: p.computed_tokens,
+            recomputed_tokens: p.recomputed_tokens,
+            preemptions: p.preemptions,
+            output_tokens: p.output_tokens,
+            prompt_tokens: self.requests.prompt_tokens(),
+            finished_requests: self.requests.finished_requests(),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The engine's error type.
 
-use crate::request::RequestId;
+use crate::executor::ExecutorError;
+use crate::ids::RequestId;
 use pagedattn_kv::KvError;
 use thiserror::Error;
 
@@ -66,15 +67,16 @@ pub enum EngineError {
     Kv(#[from] KvError),
     /// The executor (model) failed outside a step (at set-up).
     #[error("executor: {0}")]
-    Executor(String),
+    Executor(#[source] ExecutorError),
     /// A step failed in the executor. The requests it computed were ended with
     /// [`crate::FinishReason::Error`] and their memory freed; the engine goes on.
-    #[error("step failed for {} request(s): {message}", requests.len())]
+    #[error("step failed for {} request(s): {source}", requests.len())]
     StepFailed {
         /// The requests ended by the failure.
         requests: Vec<RequestId>,
         /// What the executor said.
-        message: String,
+        #[source]
+        source: ExecutorError,
     },
     /// A bug: the engine found its own state inconsistent.
     #[error("internal error: {0}")]

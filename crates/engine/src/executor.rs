@@ -1,34 +1,16 @@
-//! What the engine asks of a model: run one step over a flattened batch of sequence
-//! chunks, reading and writing K/V where the engine's KV policy says.
+//! What the engine asks of a model: run one step described by a [`Batch`], reading and
+//! writing K/V where the engine's KV policy says.
 //!
 //! The engine owns *where* K/V live (block tables or contiguous runs); the executor owns
-//! the K/V data and the compute. A step is the model's own [`Batch`]: one [`SeqInput`] per
-//! scheduled sequence (its new tokens, their positions and cache slots, where the rest of
-//! its K/V are, whether its logits are needed). The real executor runs a model on the CPU;
-//! a simulated one replaces compute with a cost model and reports the time a step would
-//! take.
-//!
-//! [`SeqInput`]: pagedattn_model::SeqInput
+//! the K/V data and the compute. A step is the kernels crate's plain-data [`Batch`]: per
+//! scheduled sequence its new tokens, their positions and cache slots, where the rest of
+//! its K/V are, and whether its logits are needed. The real executor (the `pagedattn-runner`
+//! crate) runs a model on the CPU; a simulated one replaces compute with a cost model and
+//! reports the time a step would take.
 
+use pagedattn_kernels::{Batch, KernelError, KvLayout};
 use pagedattn_kv::{BlockCopy, TokenId};
-use pagedattn_model::Batch;
-
-/// How the executor must lay out its KV storage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KvLayout {
-    /// `num_blocks` blocks of `block_size` tokens.
-    Paged {
-        /// Blocks in the pool.
-        num_blocks: usize,
-        /// Tokens per block.
-        block_size: usize,
-    },
-    /// One arena of `slots` token slots; each sequence owns a contiguous run.
-    Contiguous {
-        /// Slots in the arena.
-        slots: usize,
-    },
-}
+use thiserror::Error;
 
 /// A step's result.
 #[derive(Clone, Debug, Default)]
@@ -62,15 +44,46 @@ pub struct ModelSpec {
     pub simulated: bool,
 }
 
+/// Why an executor could not set up or run a step.
+#[derive(Debug, Error)]
+pub enum ExecutorError {
+    /// A step or a copy came before [`Executor::init_kv`].
+    #[error("KV storage was not initialized")]
+    NotInitialized,
+    /// The kernels refused the step or the storage (a slot, block or shape out of range).
+    #[error("kernels: {0}")]
+    Kernel(#[from] KernelError),
+    /// The logits returned do not match the rows the batch asked for.
+    #[error("returned {got} logits for {rows} rows of {vocab}")]
+    LogitsShape {
+        /// Values returned.
+        got: usize,
+        /// Rows the batch asked for.
+        rows: usize,
+        /// Row length (vocabulary size).
+        vocab: usize,
+    },
+    /// The executor's own failure (the model's error, or a test's injected one).
+    #[error("{0}")]
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ExecutorError {
+    /// Wraps an executor's own error.
+    pub fn failed(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
 /// A model the engine can drive.
 pub trait Executor {
     /// Facts about the model.
     fn spec(&self) -> ModelSpec;
     /// Allocates KV storage in `layout`. Called once, before the first step.
-    fn init_kv(&mut self, layout: KvLayout) -> Result<(), String>;
+    fn init_kv(&mut self, layout: KvLayout) -> Result<(), ExecutorError>;
     /// Copies whole blocks (copy-on-write), before the step that writes into them.
-    fn copy_blocks(&mut self, copies: &[BlockCopy]) -> Result<(), String>;
+    fn copy_blocks(&mut self, copies: &[BlockCopy]) -> Result<(), ExecutorError>;
     /// Runs one step: writes the new tokens' K/V to their slots and returns the logits
     /// asked for.
-    fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, String>;
+    fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, ExecutorError>;
 }

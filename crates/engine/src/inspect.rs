@@ -3,7 +3,7 @@
 use crate::engine::Engine;
 use crate::executor::Executor;
 use crate::kv_space::KvUsage;
-use crate::metrics::{EngineTotals, SeqMetrics, StepMetrics};
+use crate::metrics::{SeqMetrics, StepMetrics};
 use crate::sequence::{SeqState, Sequence};
 use pagedattn_kv::PoolView;
 use serde::{Deserialize, Serialize};
@@ -71,7 +71,7 @@ impl<E: Executor> Engine<E> {
 
     /// Metrics of finished sequences, in finishing order (kept with `keep_history` only).
     pub fn finished_metrics(&self) -> &[SeqMetrics] {
-        &self.finished
+        self.requests.history()
     }
 
     /// Metrics of every step (kept with `keep_history` only).
@@ -82,11 +82,6 @@ impl<E: Executor> Engine<E> {
     /// The record of the latest step that ran, if any.
     pub fn last_step(&self) -> Option<&StepMetrics> {
         self.last_step.as_ref()
-    }
-
-    /// Totals.
-    pub fn totals(&self) -> &EngineTotals {
-        &self.totals
     }
 
     /// KV memory use now.
@@ -122,7 +117,7 @@ impl<E: Executor> Engine<E> {
                 seq: s.id().0,
                 request: s.request().0,
                 state,
-                prompt_tokens: s.prompt_len,
+                prompt_tokens: s.prompt_len(),
                 output_tokens: s.output().len(),
                 blocks: bm.tables().blocks(s.id()).map_or(0, <[_]>::len),
             });
@@ -135,31 +130,10 @@ impl<E: Executor> Engine<E> {
         })
     }
 
-    /// Checks the scheduler's and the KV manager's invariants, and that the engine's
-    /// requests and the scheduler's sequences agree (see the module docs of `engine.rs`
-    /// and `scheduler.rs`).
+    /// Checks the scheduler's, the KV manager's and the request bookkeeping's invariants
+    /// (see the module docs of `scheduler.rs` and `requests.rs`).
     pub fn check_invariants(&self) -> Result<(), String> {
         self.sched.check_invariants()?;
-        let mut live = 0;
-        for (id, req) in &self.requests {
-            if req.live.is_empty() && req.pending_forks == 0 {
-                return Err(format!("request {id} has nothing left but is kept"));
-            }
-            for &sid in &req.live {
-                let s = self
-                    .sched
-                    .seq(sid)
-                    .map_err(|_| format!("request {id} lists {sid}, which is not live"))?;
-                if s.request() != *id {
-                    return Err(format!("{sid} belongs to {}, listed by {id}", s.request()));
-                }
-                live += 1;
-            }
-        }
-        let seqs = self.sched.live().count();
-        if live != seqs {
-            return Err(format!("{live} sequences in requests, {seqs} live"));
-        }
-        Ok(())
+        self.requests.check(&self.sched)
     }
 }

@@ -6,11 +6,9 @@
 //! KV budget in bytes.
 
 use crate::error::{EngineError, Result};
-use crate::executor::KvLayout;
-use pagedattn_kv::{
-    BlockCopy, BlockManager, ContiguousAllocator, KvConfig, KvError, SeqId, SizingPolicy, TokenId,
-};
-use pagedattn_model::KvLocation;
+use crate::ids::{SeqId, TokenId};
+use pagedattn_kernels::{Batch, KvLayout, KvLocation};
+use pagedattn_kv::{BlockCopy, BlockManager, ContiguousAllocator, KvConfig, KvError, SizingPolicy};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -296,17 +294,22 @@ impl KvSpace {
         }
     }
 
-    /// Where `seq`'s K/V live, and the block size that maps positions to slots there.
-    pub(crate) fn location(&self, seq: SeqId) -> Result<(KvLocation<'_>, usize)> {
+    /// Where `seq`'s K/V live.
+    pub(crate) fn location(&self, seq: SeqId) -> Result<KvLocation<'_>> {
         Ok(match self {
-            Self::Paged(m) => (KvLocation::Paged(m.tables().blocks(seq)?), m.block_size()),
-            Self::Contiguous(a) => (
-                KvLocation::Contiguous {
-                    start_slot: a.get(seq)?.start,
-                },
-                1,
-            ),
+            Self::Paged(m) => KvLocation::Paged(m.tables().blocks(seq)?),
+            Self::Contiguous(a) => KvLocation::Contiguous {
+                start_slot: a.get(seq)?.start,
+            },
         })
+    }
+
+    /// An empty step description for this space's layout.
+    pub(crate) fn new_batch<'a>(&self) -> Batch<'a> {
+        match self {
+            Self::Paged(m) => Batch::paged(m.block_size()),
+            Self::Contiguous(_) => Batch::contiguous(),
+        }
     }
 
     pub(crate) fn usage(&self) -> KvUsage {

@@ -7,11 +7,16 @@
 //! prefix caching) or one contiguous run per sequence sized max / pow2 / oracle — the same
 //! engine serves both sides of every comparison, at the same KV budget in bytes.
 //!
+//! The step the executor receives is the kernels crate's plain-data
+//! [`Batch`](pagedattn_kernels::Batch); the engine knows nothing of models, tokenizers or
+//! weight files (the `pagedattn-runner` crate runs a model under it).
+//!
 //! ```
 //! use pagedattn_engine::{
-//!     Batch, Engine, EngineConfig, Executor, KvLayout, KvPolicy, LogitsFor, ModelSpec,
-//!     SamplingParams, StepOutput,
+//!     Engine, EngineConfig, Executor, ExecutorError, KvPolicy, ModelSpec, SamplingParams,
+//!     StepOutput,
 //! };
+//! use pagedattn_kernels::{Batch, KvLayout, LogitsFor};
 //!
 //! /// A toy model: the next token is the previous one plus one.
 //! struct Counter;
@@ -19,14 +24,17 @@
 //!     fn spec(&self) -> ModelSpec {
 //!         ModelSpec { kv_bytes_per_token: 64, vocab_size: 100, max_model_len: 64, eos_token_id: None, end_of_turn_ids: vec![], simulated: false }
 //!     }
-//!     fn init_kv(&mut self, _: KvLayout) -> Result<(), String> { Ok(()) }
-//!     fn copy_blocks(&mut self, _: &[pagedattn_kv::BlockCopy]) -> Result<(), String> { Ok(()) }
-//!     fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, String> {
+//!     fn init_kv(&mut self, _: KvLayout) -> Result<(), ExecutorError> { Ok(()) }
+//!     fn copy_blocks(&mut self, _: &[pagedattn_kv::BlockCopy]) -> Result<(), ExecutorError> { Ok(()) }
+//!     fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, ExecutorError> {
 //!         let mut logits = Vec::new();
-//!         for c in batch.seqs.iter().filter(|c| c.logits == LogitsFor::Last) {
-//!             let mut row = vec![0.0; 100];
-//!             row[(*c.tokens.last().unwrap() as usize + 1) % 100] = 1.0;
-//!             logits.extend(row);
+//!         for (s, &want) in batch.seqs().iter().zip(batch.logits()) {
+//!             if want == LogitsFor::Last {
+//!                 let last = batch.tokens()[s.query_start + s.query_len - 1];
+//!                 let mut row = vec![0.0; 100];
+//!                 row[(last as usize + 1) % 100] = 1.0;
+//!                 logits.extend(row);
+//!             }
 //!         }
 //!         Ok(StepOutput { logits: Some(logits), modeled_seconds: None })
 //!     }
@@ -38,29 +46,32 @@
 //! # Ok::<(), pagedattn_engine::EngineError>(())
 //! ```
 
-mod completion;
 pub mod core;
 mod engine;
 mod error;
 mod executor;
+mod finish;
+mod ids;
 mod inspect;
 mod kv_space;
 mod metrics;
-mod model_executor;
+mod output;
 mod request;
+mod requests;
 mod sampler;
 mod scheduler;
 mod sequence;
 
-pub use engine::{Engine, EngineConfig, RequestOutput};
+pub use engine::{Engine, EngineConfig};
 pub use error::{EngineError, Result};
-pub use executor::{Executor, KvLayout, ModelSpec, StepOutput};
+pub use executor::{Executor, ExecutorError, ModelSpec, StepOutput};
+pub use finish::FinishReason;
+pub use ids::{RequestId, SeqId, TokenId};
 pub use inspect::{PictureState, PoolPicture, SeqPicture, PICTURE_SEQUENCES};
 pub use kv_space::{ContiguousSizing, KvPolicy, KvUsage};
 pub use metrics::{EngineTotals, SeqMetrics, StepMetrics};
-pub use model_executor::ModelExecutor;
-pub use pagedattn_model::{Batch, KvLocation, LogitsFor, SeqInput};
-pub use request::{validate, Request, RequestId, SamplingParams, MAX_LOGPROBS, MAX_N};
-pub use sampler::TokenLogprob;
+pub use output::RequestOutput;
+pub use request::{validate, Request, SamplingParams, MAX_LOGPROBS, MAX_N};
+pub use sampler::{argmax, TokenLogprob};
 pub use scheduler::SchedulerConfig;
-pub use sequence::{FinishReason, SeqState, Sequence};
+pub use sequence::{SeqState, Sequence};

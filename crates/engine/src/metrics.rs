@@ -3,8 +3,8 @@
 //! Times are seconds on the engine's clock (wall clock for real execution, modeled time
 //! for simulated execution).
 
-use crate::request::RequestId;
-use crate::sequence::FinishReason;
+use crate::finish::FinishReason;
+use crate::ids::RequestId;
 use serde::{Deserialize, Serialize};
 
 /// The life of one sequence.

@@ -1,22 +1,8 @@
 //! Requests and their sampling parameters.
 
 use crate::error::{EngineError, Result};
-use pagedattn_kv::TokenId;
+use crate::ids::{RequestId, TokenId};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// Identifier of a request, chosen by the caller.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct RequestId(pub u64);
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// How to pick tokens and when to stop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

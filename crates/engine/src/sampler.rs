@@ -6,9 +6,8 @@
 //! top-p selects the most likely tokens in growing chunks until their mass reaches p
 //! (almost always one chunk of 64), so a token costs O(vocabulary) plus a little.
 
+use crate::ids::TokenId;
 use crate::request::SamplingParams;
-use pagedattn_kv::TokenId;
-use pagedattn_model::argmax;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +21,17 @@ pub struct TokenLogprob {
     pub logprob: f32,
     /// The most likely tokens and their log-probabilities, best first (as many as asked).
     pub top: Vec<(TokenId, f32)>,
+}
+
+/// Greedy choice: the index of the largest logit (the first, on ties); NaN is never chosen.
+pub fn argmax(logits: &[f32]) -> TokenId {
+    let mut best = (0usize, f32::NEG_INFINITY);
+    for (i, &x) in logits.iter().enumerate() {
+        if x > best.1 {
+            best = (i, x);
+        }
+    }
+    best.0 as TokenId
 }
 
 /// First chunk of candidates examined for top-p; grown four-fold while the mass falls short.

@@ -29,14 +29,25 @@
 //!   with the sequence ([`Scheduler::add`], [`Scheduler::fork`]) and removed with it
 //!   ([`Scheduler::retire`]).
 //! - The KV space holds memory for exactly the running sequences.
-//! - Only this module changes the queues, a sequence's state, or the KV space; the engine
-//!   reads them and changes sequences' tokens and samplers through [`Scheduler::seq_mut`].
+//! - A running sequence's K/V hold exactly its first `num_computed` tokens.
+//! - Only this module changes the queues, the KV space, or a live sequence — its state, its
+//!   computed and generated tokens, its metrics: it owns the sequences and lends them out
+//!   read-only. [`Scheduler::schedule`] decides a step; [`Scheduler::update`] (vLLM's
+//!   `update_from_output`) applies its result: advances computed tokens, samples and
+//!   appends the next ones, makes the forks of parallel sampling, and retires what
+//!   finished.
 
 use crate::error::{EngineError, Result};
+use crate::finish::FinishReason;
+use crate::ids::{RequestId, SeqId, TokenId};
 use crate::kv_space::{Grow, KvSpace};
-use crate::sequence::{FinishReason, SeqState, Sequence};
-use pagedattn_kv::{BlockCopy, SeqId};
+use crate::output::RequestOutput;
+use crate::request::SamplingParams;
+use crate::sequence::{SeqState, Sequence, StopRules};
+use pagedattn_kernels::{Batch, LogitsFor, SeqSpec};
+use pagedattn_kv::BlockCopy;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// Decode growth reserved per running sequence at admission.
 #[derive(Clone, Copy, Debug)]
@@ -92,34 +103,84 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// One sequence's work in a step.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Chunk {
-    pub(crate) seq: SeqId,
-    pub(crate) start: usize,
-    pub(crate) len: usize,
-    /// The chunk reaches the end of the sequence's tokens: sample the next one.
-    pub(crate) sample: bool,
-}
-
+/// A step as the scheduler decided it. Each chunk is a sequence's share of the step in the
+/// one spelling every layer uses ([`SeqSpec`]): its rows of the batch (`query_start`,
+/// `query_len` new tokens) and its context after them; `kv` names the sequence, whose K/V
+/// location the batch resolves. A chunk samples when its context reaches the sequence's
+/// last token.
 #[derive(Debug, Default)]
 pub(crate) struct Scheduled {
-    pub(crate) chunks: Vec<Chunk>,
+    pub(crate) chunks: Vec<SeqSpec<SeqId>>,
+    /// Copy-on-write copies to perform before the step.
     pub(crate) copies: Vec<BlockCopy>,
+    /// Preemptions made to fit the step.
     pub(crate) preempted: usize,
+    /// Chunks that decode one token.
+    pub(crate) decode_seqs: usize,
+}
+
+impl Scheduled {
+    /// Appends `len` new tokens of `seq` from position `start`, as the next rows.
+    fn push(&mut self, seq: SeqId, start: usize, len: usize) {
+        let query_start = self
+            .chunks
+            .last()
+            .map_or(0, |c| c.query_start + c.query_len);
+        self.chunks.push(SeqSpec {
+            query_start,
+            query_len: len,
+            context_len: start + len,
+            kv: seq,
+        });
+    }
+
+    /// Tokens computed in the step.
+    pub(crate) fn num_tokens(&self) -> usize {
+        self.chunks.iter().map(|c| c.query_len).sum()
+    }
+}
+
+/// What [`Scheduler::update`] did, for the request bookkeeping.
+#[derive(Debug, Default)]
+pub(crate) struct StepUpdate {
+    /// Each sequence's new output, in batch order (forks right before their parent); those
+    /// with `finished` set are retired and carry their metrics.
+    pub(crate) outputs: Vec<(SeqId, RequestOutput)>,
+    /// Forks made this step, with their request.
+    pub(crate) born: Vec<(RequestId, SeqId)>,
+}
+
+/// A sequence retired by [`Scheduler::retire`].
+#[derive(Debug)]
+pub(crate) struct Retired {
+    /// Its last output: `finished` and `metrics` set, no new tokens.
+    pub(crate) output: RequestOutput,
+    /// Forks it was still to make (they never will be).
+    pub(crate) unborn_forks: usize,
+}
+
+/// Progress counters over the scheduler's life.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Progress {
+    pub(crate) computed_tokens: u64,
+    pub(crate) recomputed_tokens: u64,
+    pub(crate) preemptions: u64,
+    pub(crate) output_tokens: u64,
 }
 
 pub(crate) struct Scheduler {
     cfg: SchedulerConfig,
+    rules: StopRules,
     kv: KvSpace,
     seqs: HashMap<SeqId, Sequence>,
+    /// Sequence ids handed out.
+    next_seq: u64,
     waiting: VecDeque<SeqId>,
     /// In admission order.
     running: Vec<SeqId>,
     /// Final length each sequence reserves under contiguous policies.
     final_len: HashMap<SeqId, usize>,
-    preemptions: u64,
-    recomputed_tokens: u64,
+    progress: Progress,
     /// K/V discarded by preemption, per sequence, not yet recomputed.
     lost: HashMap<SeqId, usize>,
     /// Sequences that finished on their own (not aborted), and the tokens they generated:
@@ -131,16 +192,17 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    pub(crate) fn new(cfg: SchedulerConfig, kv: KvSpace) -> Self {
+    pub(crate) fn new(cfg: SchedulerConfig, rules: StopRules, kv: KvSpace) -> Self {
         Self {
             cfg,
+            rules,
             kv,
             seqs: HashMap::new(),
+            next_seq: 0,
             waiting: VecDeque::new(),
             running: Vec::new(),
             final_len: HashMap::new(),
-            preemptions: 0,
-            recomputed_tokens: 0,
+            progress: Progress::default(),
             lost: HashMap::new(),
             finished: 0,
             finished_output: 0,
@@ -160,8 +222,7 @@ impl Scheduler {
             .ok_or_else(|| EngineError::Internal(format!("{id} is not a live sequence")))
     }
 
-    /// A live sequence, to append tokens or sample (its state stays the scheduler's).
-    pub(crate) fn seq_mut(&mut self, id: SeqId) -> Result<&mut Sequence> {
+    fn seq_mut(&mut self, id: SeqId) -> Result<&mut Sequence> {
         self.seqs
             .get_mut(&id)
             .ok_or_else(|| EngineError::Internal(format!("{id} is not a live sequence")))
@@ -183,66 +244,87 @@ impl Scheduler {
         self.waiting.len()
     }
 
-    pub(crate) fn preemptions(&self) -> u64 {
-        self.preemptions
+    pub(crate) fn progress(&self) -> Progress {
+        self.progress
     }
 
-    pub(crate) fn recomputed_tokens(&self) -> u64 {
-        self.recomputed_tokens
+    /// Sequence ids handed out so far.
+    pub(crate) fn seqs_created(&self) -> u64 {
+        self.next_seq
     }
 
-    /// Queues a new sequence (state `Waiting`) that will reserve `final_len` slots under
-    /// contiguous policies.
-    pub(crate) fn add(&mut self, seq: Sequence, final_len: usize) -> Result<()> {
-        let id = seq.id;
-        if seq.state != SeqState::Waiting || self.seqs.contains_key(&id) {
-            return Err(EngineError::Internal(format!("{id} cannot be queued")));
-        }
-        self.seqs.insert(id, seq);
-        self.final_len.insert(id, final_len);
-        self.waiting.push_back(id);
-        Ok(())
+    fn new_seq_id(&mut self) -> SeqId {
+        self.next_seq += 1;
+        SeqId(self.next_seq)
     }
 
-    /// Adds `child` (a copy of running `parent`'s tokens) as a running fork sharing the
-    /// parent's blocks, right after the parent and its earlier forks.
-    pub(crate) fn fork(&mut self, parent: SeqId, mut child: Sequence, after: usize) -> Result<()> {
-        let id = child.id;
+    /// Queues the `created` sequences of a new request (state `Waiting`), each reserving
+    /// `prompt + max_tokens` slots under contiguous policies; the first carries `forks`
+    /// siblings to fork when its prompt is done. Returns their ids.
+    pub(crate) fn add_request(
+        &mut self,
+        request: RequestId,
+        prompt: &[TokenId],
+        params: &Arc<SamplingParams>,
+        arrival: f64,
+        (created, forks): (usize, usize),
+    ) -> Vec<SeqId> {
+        let final_len = prompt.len() + params.max_tokens; // validated: no overflow
+        (0..created)
+            .map(|index| {
+                let id = self.new_seq_id();
+                let forks = if index == 0 { forks } else { 0 };
+                let seq = Sequence::new(id, request, index, prompt, params.clone(), arrival, forks);
+                self.seqs.insert(id, seq);
+                self.final_len.insert(id, final_len);
+                self.waiting.push_back(id);
+                id
+            })
+            .collect()
+    }
+
+    /// Makes the pending forks of running `parent` (whose prompt is done): each a running
+    /// sequence sharing the parent's blocks, right after the parent and its earlier forks.
+    fn fork_all(&mut self, parent: SeqId) -> Result<Vec<SeqId>> {
+        let forks = self.seq_mut(parent)?.take_forks();
         let pos = self
             .running
             .iter()
             .position(|&s| s == parent)
             .ok_or_else(|| EngineError::Internal(format!("fork of {parent}, not running")))?;
-        if self.seqs.contains_key(&id) {
-            return Err(EngineError::Internal(format!("{id} exists")));
-        }
         let final_len = self.final_len.get(&parent).copied().unwrap_or(0);
-        self.kv.fork(parent, id)?;
-        child.set_state(SeqState::Running)?;
-        self.running
-            .insert((pos + after).min(self.running.len()), id);
-        self.seqs.insert(id, child);
-        self.final_len.insert(id, final_len);
-        Ok(())
+        let mut born = Vec::with_capacity(forks);
+        for index in 1..=forks {
+            let id = self.new_seq_id();
+            let mut child = self.seq(parent)?.fork(id, index);
+            self.kv.fork(parent, id)?;
+            child.set_state(SeqState::Running)?;
+            self.running
+                .insert((pos + index).min(self.running.len()), id);
+            self.seqs.insert(id, child);
+            self.final_len.insert(id, final_len);
+            born.push(id);
+        }
+        Ok(born)
     }
 
-    pub(crate) fn schedule(&mut self) -> Result<Scheduled> {
+    /// Decides the next step (see the module docs); `now` is when it starts.
+    pub(crate) fn schedule(&mut self, now: f64) -> Result<Scheduled> {
         let mut out = Scheduled::default();
         let mut budget = self.cfg.max_num_batched_tokens;
         let mut i = 0;
         'running: while i < self.running.len() && budget > 0 {
             let id = self.running[i];
             let seq = self.seq(id)?;
-            let (start, len) = (seq.num_computed, seq.num_uncomputed().min(budget));
-            let sample = start + len == seq.tokens.len();
+            let (start, len) = (seq.num_computed(), seq.num_uncomputed().min(budget));
             loop {
-                let new = &self.seqs[&id].tokens[start..start + len];
+                let new = &self.seqs[&id].tokens()[start..start + len];
                 if let Grow::Done(copy) = self.kv.grow(id, new)? {
                     out.copies.extend(copy);
                     break;
                 }
                 let victim = (i + 1..self.running.len())
-                    .min_by_key(|&j| self.seqs[&self.running[j]].num_computed);
+                    .min_by_key(|&j| self.seqs[&self.running[j]].num_computed());
                 out.preempted += 1;
                 if let Some(j) = victim {
                     self.preempt(j)?;
@@ -251,17 +333,103 @@ impl Scheduler {
                     continue 'running;
                 }
             }
-            out.chunks.push(Chunk {
-                seq: id,
-                start,
-                len,
-                sample,
-            });
+            out.push(id, start, len);
             budget -= len;
             i += 1;
         }
         if out.preempted == 0 {
             self.admit(&mut out, budget)?;
+        }
+        for c in &out.chunks {
+            self.seq_mut(c.kv)?.scheduled(now);
+        }
+        out.decode_seqs = out
+            .chunks
+            .iter()
+            .filter(|c| c.query_len == 1 && self.samples(c))
+            .count();
+        Ok(out)
+    }
+
+    /// Whether `chunk` reaches its sequence's last token (its logits pick the next one).
+    fn samples(&self, chunk: &SeqSpec<SeqId>) -> bool {
+        self.seqs
+            .get(&chunk.kv)
+            .is_some_and(|s| chunk.context_len == s.tokens().len())
+    }
+
+    /// The step description of `scheduled`: each chunk's new tokens, where its K/V are,
+    /// whether its logits are needed.
+    pub(crate) fn batch(&self, scheduled: &Scheduled) -> Result<Batch<'_>> {
+        let mut batch = self.kv.new_batch();
+        for c in &scheduled.chunks {
+            let start = c.context_len - c.query_len;
+            let tokens = &self.seq(c.kv)?.tokens()[start..c.context_len];
+            let logits = if self.samples(c) {
+                LogitsFor::Last
+            } else {
+                LogitsFor::None
+            };
+            batch
+                .push(tokens, start, self.kv.location(c.kv)?, logits)
+                .map_err(|e| EngineError::Internal(format!("{}: {e}", c.kv)))?;
+        }
+        Ok(batch)
+    }
+
+    /// Applies a computed step (vLLM's `update_from_output`): every chunk's tokens are now
+    /// computed; where a chunk reaches its sequence's end, the paged forks of parallel
+    /// sampling are made and each sequence samples its next token from its `logits` row
+    /// (one row of `vocab` per sampling chunk, in order; `None` when the executor computes
+    /// none); sequences that finish are retired. Returns what each sequence produced.
+    pub(crate) fn update(
+        &mut self,
+        scheduled: &Scheduled,
+        logits: Option<&[f32]>,
+        vocab: usize,
+        now: f64,
+    ) -> Result<StepUpdate> {
+        let mut update = StepUpdate::default();
+        let mut row = 0;
+        for c in &scheduled.chunks {
+            let sample = self.samples(c);
+            let seq = self.seq_mut(c.kv)?;
+            seq.advance(c.query_len);
+            let request = seq.request();
+            self.progress.computed_tokens += c.query_len as u64;
+            if !sample {
+                continue;
+            }
+            let logits = logits.map(|l| &l[row * vocab..(row + 1) * vocab]);
+            row += 1;
+            let forks = if self.seq(c.kv)?.pending_forks() > 0 {
+                self.fork_all(c.kv)?
+            } else {
+                Vec::new()
+            };
+            for &id in forks.iter().chain([&c.kv]) {
+                let out = self.sample(id, logits, now)?;
+                update.outputs.push((id, out));
+            }
+            update
+                .born
+                .extend(forks.into_iter().map(|id| (request, id)));
+        }
+        Ok(update)
+    }
+
+    /// Sequence `id` samples its next token; if that finishes it, it is retired.
+    fn sample(&mut self, id: SeqId, logits: Option<&[f32]>, now: f64) -> Result<RequestOutput> {
+        let rules = &self.rules;
+        let seq = self
+            .seqs
+            .get_mut(&id)
+            .ok_or_else(|| EngineError::Internal(format!("{id} is not a live sequence")))?;
+        let mut out = seq.sample(logits, now, rules);
+        self.progress.output_tokens += 1;
+        if let Some(reason) = out.finished {
+            let retired = self.retire(id, reason, now)?;
+            out.metrics = retired.and_then(|r| r.output.metrics);
         }
         Ok(out)
     }
@@ -274,8 +442,7 @@ impl Scheduler {
             .iter()
             .map(|id| {
                 let s = &self.seqs[id];
-                self.kv.blocks_for(s.num_uncomputed())
-                    + h.blocks(&self.kv, s.tokens.len() - s.prompt_len)
+                self.kv.blocks_for(s.num_uncomputed()) + h.blocks(&self.kv, s.output().len())
             })
             .sum();
         running + h.blocks(&self.kv, 0)
@@ -291,11 +458,7 @@ impl Scheduler {
         if self.finished == 0 {
             return Headroom::PriorBlocks(self.cfg.headroom_blocks);
         }
-        let live: usize = self
-            .seqs
-            .values()
-            .map(|s| s.tokens.len() - s.prompt_len)
-            .sum();
+        let live: usize = self.seqs.values().map(|s| s.output().len()).sum();
         let mean = (self.finished_output + live as u64).div_ceil(self.finished) as usize;
         Headroom::Learned {
             share_of_mean: mean.saturating_mul(self.cfg.headroom_percent) / 100,
@@ -316,37 +479,25 @@ impl Scheduler {
             } else {
                 self.reserve_blocks(headroom)
             };
-            if !self
-                .kv
-                .can_admit(&self.seqs[&id].tokens, final_len, reserve)
-            {
+            let tokens = self.seqs[&id].tokens();
+            if !self.kv.can_admit(tokens, final_len, reserve) {
                 break;
             }
-            let cached = self.kv.admit(id, &self.seqs[&id].tokens, final_len)?;
-            if let Some(lost) = self.lost.remove(&id) {
-                self.recomputed_tokens += lost.saturating_sub(cached) as u64;
-            }
-            let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
-            seq.num_computed = cached;
-            seq.metrics.cached_tokens = cached;
-            let len = seq.num_uncomputed().min(budget);
-            let sample = cached + len == seq.tokens.len();
-            let new = &seq.tokens[cached..cached + len];
-            let Grow::Done(copy) = self.kv.grow(id, new)? else {
+            let cached = self.kv.admit(id, tokens, final_len)?;
+            let len = (tokens.len() - cached).min(budget);
+            let Grow::Done(copy) = self.kv.grow(id, &tokens[cached..cached + len])? else {
                 // can_admit said it fits; stay safe if not: undo and wait.
                 self.kv.free(id)?;
                 break;
             };
+            if let Some(lost) = self.lost.remove(&id) {
+                self.progress.recomputed_tokens += lost.saturating_sub(cached) as u64;
+            }
+            self.seq_mut(id)?.admit(cached)?;
             out.copies.extend(copy);
-            seq.set_state(SeqState::Running)?;
             self.waiting.pop_front();
             self.running.push(id);
-            out.chunks.push(Chunk {
-                seq: id,
-                start: cached,
-                len,
-                sample,
-            });
+            out.push(id, cached, len);
             budget -= len;
         }
         Ok(())
@@ -356,26 +507,27 @@ impl Scheduler {
     fn preempt(&mut self, j: usize) -> Result<()> {
         let id = self.running.remove(j);
         self.kv.free(id)?;
-        let seq = self.seqs.get_mut(&id).expect("running sequence exists");
-        *self.lost.entry(id).or_default() += seq.num_computed;
-        seq.num_computed = 0;
-        seq.metrics.preemptions += 1;
-        seq.set_state(SeqState::Preempted)?;
-        seq.set_state(SeqState::Waiting)?;
+        let lost = self.seq_mut(id)?.preempt()?;
+        *self.lost.entry(id).or_default() += lost;
         self.waiting.push_front(id);
-        self.preemptions += 1;
+        self.progress.preemptions += 1;
         Ok(())
     }
 
-    /// Removes a live sequence from the queues, frees its K/V and returns it, finished
-    /// with `reason`. With [`FinishReason::Error`] its K/V were never computed: they are
-    /// discarded, prefix-cache entries included. `None` if it is not live.
-    pub(crate) fn retire(&mut self, id: SeqId, reason: FinishReason) -> Result<Option<Sequence>> {
+    /// Removes a live sequence from the queues, frees its K/V and finishes it with
+    /// `reason` at `now`. With [`FinishReason::Error`] its K/V were never computed: they
+    /// are discarded, prefix-cache entries included. `None` if it is not live.
+    pub(crate) fn retire(
+        &mut self,
+        id: SeqId,
+        reason: FinishReason,
+        now: f64,
+    ) -> Result<Option<Retired>> {
         let Some(mut seq) = self.seqs.remove(&id) else {
             return Ok(None);
         };
-        if reason == FinishReason::Length || reason == FinishReason::Stop {
-            let output = seq.tokens.len() - seq.prompt_len;
+        if reason.is_natural() {
+            let output = seq.output().len();
             self.finished += 1;
             self.finished_output += output as u64;
             self.min_output = self.min_output.min(output);
@@ -392,8 +544,18 @@ impl Scheduler {
         }
         self.final_len.remove(&id);
         self.lost.remove(&id);
-        seq.set_state(SeqState::Finished(reason))?;
-        Ok(Some(seq))
+        let metrics = seq.finish(reason, now)?;
+        Ok(Some(Retired {
+            output: RequestOutput {
+                request: seq.request(),
+                index: seq.index(),
+                new_tokens: Vec::new(),
+                logprobs: Vec::new(),
+                finished: Some(reason),
+                metrics: Some(Box::new(metrics)),
+            },
+            unborn_forks: seq.take_forks(),
+        }))
     }
 
     /// Recounts the invariants written at the top of this module.
@@ -413,8 +575,8 @@ impl Scheduler {
                     .seqs
                     .get(id)
                     .ok_or(format!("{id} is {queue} but not live"))?;
-                if s.state != state {
-                    return Err(format!("{id} is {queue} in state {:?}", s.state));
+                if s.state() != state {
+                    return Err(format!("{id} is {queue} in state {:?}", s.state()));
                 }
                 if !seen.insert(*id) {
                     return Err(format!("{id} is queued twice"));

@@ -7,38 +7,21 @@
 //!    |   re-queue       | preempt (KV freed; recomputed on re-admission)
 //!    +--- Preempted <---+
 //! ```
+//!
+//! Its fields are private. Everything that changes a live sequence's progress is a method
+//! here, and only the scheduler holds live sequences mutably (it owns them; see
+//! `scheduler.rs`): it is the one writer of computed tokens, generated tokens, states and
+//! metrics.
 
 use crate::error::{EngineError, Result};
+use crate::finish::FinishReason;
+use crate::ids::{RequestId, SeqId, TokenId};
 use crate::metrics::SeqMetrics;
-use crate::request::RequestId;
-use crate::sampler::Sampler;
-use pagedattn_kv::{SeqId, TokenId};
+use crate::output::RequestOutput;
+use crate::request::SamplingParams;
+use crate::sampler::{Sampler, TokenLogprob};
 use serde::{Deserialize, Serialize};
-
-/// Why a sequence stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FinishReason {
-    /// `max_tokens` output tokens were generated.
-    Length,
-    /// End-of-sequence or a stop token was generated.
-    Stop,
-    /// The request was aborted.
-    Aborted,
-    /// The step computing it failed; the request ended with an error.
-    Error,
-}
-
-impl FinishReason {
-    /// The name OpenAI's API and vLLM use (`stop`, `length`, `abort`, `error`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Length => "length",
-            Self::Stop => "stop",
-            Self::Aborted => "abort",
-            Self::Error => "error",
-        }
-    }
-}
+use std::sync::Arc;
 
 /// Where a sequence is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,28 +36,101 @@ pub enum SeqState {
     Finished(FinishReason),
 }
 
+/// When a sequence stops besides its request's own limits: the engine's maximum length and
+/// the model's end tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StopRules {
+    /// Longest sequence accepted (prompt and output).
+    pub max_len: usize,
+    /// End-of-sequence and the model's end-of-turn ids (unless a request ignores them).
+    pub end_ids: Vec<TokenId>,
+}
+
 /// One sequence of a request.
 #[derive(Debug)]
 pub struct Sequence {
-    pub(crate) id: SeqId,
-    pub(crate) request: RequestId,
+    id: SeqId,
+    request: RequestId,
     /// Index among the request's `n` sequences.
-    pub(crate) index: usize,
+    index: usize,
     /// Prompt followed by the generated tokens.
-    pub(crate) tokens: Vec<TokenId>,
-    pub(crate) prompt_len: usize,
+    tokens: Vec<TokenId>,
+    prompt_len: usize,
     /// Tokens whose K/V are in the cache.
-    pub(crate) num_computed: usize,
+    num_computed: usize,
     /// Generated tokens already returned to the caller.
-    pub(crate) num_emitted: usize,
-    pub(crate) state: SeqState,
+    num_emitted: usize,
+    state: SeqState,
+    /// The request's parameters (shared by its sequences).
+    params: Arc<SamplingParams>,
     /// Picks its tokens, with its own seeded random stream.
-    pub(crate) sampler: Sampler,
+    sampler: Sampler,
+    /// Siblings still to fork from this sequence when its prompt is done (paged parallel
+    /// sampling: the request's first sequence carries the other `n - 1`).
+    pending_forks: usize,
     /// Its timings, filled in as it runs.
-    pub(crate) metrics: SeqMetrics,
+    metrics: SeqMetrics,
 }
 
 impl Sequence {
+    /// A new waiting sequence of `request` (sequence `index`), sampling with the stream of
+    /// the request's seed plus `index`.
+    pub(crate) fn new(
+        id: SeqId,
+        request: RequestId,
+        index: usize,
+        prompt: &[TokenId],
+        params: Arc<SamplingParams>,
+        arrival: f64,
+        pending_forks: usize,
+    ) -> Self {
+        let sampler = Sampler::new(
+            &params,
+            request_seed(&params, request).wrapping_add(index as u64),
+        );
+        Self {
+            id,
+            request,
+            index,
+            tokens: prompt.to_vec(),
+            prompt_len: prompt.len(),
+            num_computed: 0,
+            num_emitted: 0,
+            state: SeqState::Waiting,
+            params,
+            sampler,
+            pending_forks,
+            metrics: SeqMetrics {
+                request,
+                index,
+                prompt_len: prompt.len(),
+                arrival,
+                ..SeqMetrics::default()
+            },
+        }
+    }
+
+    /// Sibling `index` of this sequence (paged parallel sampling): the same tokens and
+    /// progress, its own sampler; still `Waiting` until the scheduler runs it.
+    pub(crate) fn fork(&self, id: SeqId, index: usize) -> Self {
+        let seed = request_seed(&self.params, self.request).wrapping_add(index as u64);
+        Self {
+            id,
+            index,
+            tokens: self.tokens.clone(),
+            num_emitted: 0,
+            state: SeqState::Waiting,
+            params: self.params.clone(),
+            sampler: Sampler::new(&self.params, seed),
+            pending_forks: 0,
+            metrics: SeqMetrics {
+                index,
+                ..self.metrics.clone()
+            },
+            ..*self
+        }
+    }
+
     /// The sequence's id (its key in the KV manager).
     pub fn id(&self) -> SeqId {
         self.id
@@ -100,6 +156,11 @@ impl Sequence {
         &self.tokens
     }
 
+    /// Prompt tokens.
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
     /// Generated tokens so far.
     pub fn output(&self) -> &[TokenId] {
         &self.tokens[self.prompt_len..]
@@ -113,6 +174,11 @@ impl Sequence {
     /// Tokens whose K/V still have to be computed before the next token can be sampled.
     pub(crate) fn num_uncomputed(&self) -> usize {
         self.tokens.len() - self.num_computed
+    }
+
+    /// Siblings this sequence will fork when its prompt is done.
+    pub(crate) fn pending_forks(&self) -> usize {
+        self.pending_forks
     }
 
     /// Its timings so far.
@@ -140,4 +206,88 @@ impl Sequence {
         self.state = to;
         Ok(())
     }
+
+    /// Notes that a step including it starts at `now` (the first such is its first
+    /// scheduling).
+    pub(crate) fn scheduled(&mut self, now: f64) {
+        self.metrics.first_scheduled.get_or_insert(now);
+    }
+
+    /// Admitted with its first `cached` tokens found in the prefix cache.
+    pub(crate) fn admit(&mut self, cached: usize) -> Result<()> {
+        self.set_state(SeqState::Running)?;
+        self.num_computed = cached;
+        self.metrics.cached_tokens = cached;
+        Ok(())
+    }
+
+    /// Preempted: its K/V were freed, so nothing is computed any more; back to waiting.
+    /// Returns the tokens whose K/V were lost.
+    pub(crate) fn preempt(&mut self) -> Result<usize> {
+        self.set_state(SeqState::Preempted)?;
+        self.set_state(SeqState::Waiting)?;
+        self.metrics.preemptions += 1;
+        Ok(std::mem::take(&mut self.num_computed))
+    }
+
+    /// A step computed its next `len` tokens.
+    pub(crate) fn advance(&mut self, len: usize) {
+        self.num_computed += len;
+    }
+
+    /// Takes the forks still to make (they are made now, or never).
+    pub(crate) fn take_forks(&mut self) -> usize {
+        std::mem::take(&mut self.pending_forks)
+    }
+
+    /// Samples its next token from `logits` (a placeholder when the executor computes no
+    /// logits), appends it at `now`, and returns everything generated since the last
+    /// output, with why it finished if it did. A finished sequence must then be retired.
+    pub(crate) fn sample(
+        &mut self,
+        logits: Option<&[f32]>,
+        now: f64,
+        rules: &StopRules,
+    ) -> RequestOutput {
+        let (token, logprob) = match logits {
+            Some(l) => self.sampler.sample(l),
+            None => (0, None), // simulated execution: contents do not matter, lengths are forced
+        };
+        self.tokens.push(token);
+        self.metrics.token_times.push(now);
+        let p = &self.params;
+        let out_len = self.tokens.len() - self.prompt_len;
+        let stop =
+            (!p.ignore_eos && rules.end_ids.contains(&token)) || p.stop_token_ids.contains(&token);
+        let finished = if stop {
+            Some(FinishReason::Stop)
+        } else if out_len >= p.max_tokens || self.tokens.len() >= rules.max_len {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        let new_tokens = self.tokens[self.prompt_len + self.num_emitted..].to_vec();
+        self.num_emitted = out_len;
+        RequestOutput {
+            request: self.request,
+            index: self.index,
+            new_tokens,
+            logprobs: logprob.into_iter().collect::<Vec<TokenLogprob>>(),
+            finished,
+            metrics: None,
+        }
+    }
+
+    /// Ends the sequence with `reason` at `now` and returns its metrics.
+    pub(crate) fn finish(&mut self, reason: FinishReason, now: f64) -> Result<SeqMetrics> {
+        self.set_state(SeqState::Finished(reason))?;
+        self.metrics.finished = Some(now);
+        self.metrics.finish_reason = Some(reason);
+        Ok(self.metrics.clone())
+    }
+}
+
+/// The seed of a request's random stream: its own, or one derived from its id.
+fn request_seed(p: &SamplingParams, id: RequestId) -> u64 {
+    p.seed.unwrap_or(id.0)
 }

@@ -411,8 +411,8 @@ fn a_failed_step_ends_its_requests_and_the_engine_goes_on() {
                         outs[o.request.0 as usize].extend(o.new_tokens);
                     }
                 }
-                Err(EngineError::StepFailed { requests, message }) => {
-                    assert_eq!(message, "injected failure");
+                Err(EngineError::StepFailed { requests, source }) => {
+                    assert_eq!(source.to_string(), "injected failure");
                     failed.extend(requests);
                 }
                 Err(other) => panic!("{policy}: {other}"),

@@ -6,8 +6,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pagedattn_kernels::{
-    contiguous_attention, paged_attention, AttentionConfig, ContiguousKv, ContiguousKvConfig,
-    ContiguousSeq, DType, KvCache, KvCacheConfig, PagedSeq,
+    contiguous_attention, paged_attention, AttentionConfig, ContiguousKv, ContiguousSeq, DType,
+    KvCache, KvShape, PagedSeq,
 };
 use pagedattn_kv::{BlockId, BlockManager, KvConfig, SeqId};
 use std::hint::black_box;
@@ -75,22 +75,26 @@ struct Setup {
 fn setup(batch: usize, len: usize) -> Setup {
     let (num_blocks, tables) = churned_tables(batch, len);
     let dtype = DType::F32;
-    let mut cache = KvCache::new(KvCacheConfig {
-        num_layers: 1,
+    let mut cache = KvCache::new(
+        KvShape {
+            num_layers: 1,
+            num_kv_heads: NUM_HEADS,
+            head_dim: HEAD_DIM,
+            dtype,
+        },
         num_blocks,
-        num_kv_heads: NUM_HEADS,
-        block_size: BLOCK_SIZE,
-        head_dim: HEAD_DIM,
-        dtype,
-    })
+        BLOCK_SIZE,
+    )
     .expect("valid cache");
-    let mut arena = ContiguousKv::new(ContiguousKvConfig {
-        num_layers: 1,
-        num_kv_heads: NUM_HEADS,
-        capacity_slots: batch * len,
-        head_dim: HEAD_DIM,
-        dtype,
-    })
+    let mut arena = ContiguousKv::new(
+        KvShape {
+            num_layers: 1,
+            num_kv_heads: NUM_HEADS,
+            head_dim: HEAD_DIM,
+            dtype,
+        },
+        batch * len,
+    )
     .expect("valid arena");
     let mut rng = Lcg(42);
     let row = NUM_HEADS * HEAD_DIM;

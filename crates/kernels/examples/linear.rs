@@ -6,7 +6,7 @@
 //! ```
 
 use half::bf16;
-use pagedattn_kernels::{linear, Isa, KvElem, PackedMatrix};
+use pagedattn_kernels::{linear, Cpu, KvElem, PackedMatrix};
 use std::time::Instant;
 
 fn bench<T: KvElem>(name: &str, copies: usize, shapes: &[(usize, usize)]) {
@@ -30,7 +30,7 @@ fn bench<T: KvElem>(name: &str, copies: usize, shapes: &[(usize, usize)]) {
             let t = Instant::now();
             for layer in &layers {
                 for (w, &(n, k)) in layer.iter().zip(shapes) {
-                    linear(Isa::selected(), &x[..m * k], w, &mut y[..m * n], false).unwrap();
+                    linear(Cpu::selected(), &x[..m * k], w, &mut y[..m * n], false).unwrap();
                 }
             }
             best = best.min(t.elapsed().as_secs_f64());
@@ -48,7 +48,7 @@ fn bench<T: KvElem>(name: &str, copies: usize, shapes: &[(usize, usize)]) {
 fn main() {
     println!(
         "isa {}, {} threads",
-        Isa::selected(),
+        Cpu::selected(),
         rayon::current_num_threads()
     );
     let layer = [(960, 576), (576, 576), (3072, 576), (576, 1536)];

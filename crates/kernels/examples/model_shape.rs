@@ -5,9 +5,7 @@
 //! cargo run --release -p pagedattn-kernels --example model_shape
 //! ```
 
-use pagedattn_kernels::{
-    paged_attention, AttentionConfig, DType, KvCache, KvCacheConfig, PagedSeq,
-};
+use pagedattn_kernels::{paged_attention, AttentionConfig, DType, KvCache, KvShape, PagedSeq};
 use pagedattn_kv::BlockId;
 use std::time::Instant;
 
@@ -18,14 +16,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &(batch, ctx) in &[(1, 128), (1, 1024), (8, 512), (16, 512), (16, 1024)] {
         let blocks_per_seq = ctx / bs;
         let num_blocks = batch * blocks_per_seq;
-        let cache = KvCache::new(KvCacheConfig {
-            num_layers: layers,
+        let cache = KvCache::new(
+            KvShape {
+                num_layers: layers,
+                num_kv_heads: kv_heads,
+                head_dim: dim,
+                dtype: DType::Bf16,
+            },
             num_blocks,
-            num_kv_heads: kv_heads,
-            block_size: bs,
-            head_dim: dim,
-            dtype: DType::Bf16,
-        })?;
+            bs,
+        )?;
         // Blocks interleaved across sequences, as the pool hands them out over time.
         let tables: Vec<Vec<BlockId>> = (0..batch)
             .map(|s| {

@@ -5,9 +5,7 @@
 //! cargo run --release -p pagedattn-kernels --example prefill_shape [tokens] [reps]
 //! ```
 
-use pagedattn_kernels::{
-    paged_attention, AttentionConfig, DType, KvCache, KvCacheConfig, PagedSeq,
-};
+use pagedattn_kernels::{paged_attention, AttentionConfig, DType, KvCache, KvShape, PagedSeq};
 use pagedattn_kv::BlockId;
 use std::time::Instant;
 
@@ -17,14 +15,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reps: usize = args.next().map_or(Ok(20), |a| a.parse())?;
     let (heads, dim, bs) = (32, 128, 16);
     let blocks = tokens.div_ceil(bs);
-    let cache = KvCache::new(KvCacheConfig {
-        num_layers: 1,
-        num_blocks: blocks,
-        num_kv_heads: heads,
-        block_size: bs,
-        head_dim: dim,
-        dtype: DType::F32,
-    })?;
+    let cache = KvCache::new(
+        KvShape {
+            num_layers: 1,
+            num_kv_heads: heads,
+            head_dim: dim,
+            dtype: DType::F32,
+        },
+        blocks,
+        bs,
+    )?;
     let table: Vec<BlockId> = (0..blocks).rev().map(|b| BlockId(b as u32)).collect();
     let seqs = [PagedSeq {
         query_start: 0,

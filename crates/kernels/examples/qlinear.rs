@@ -6,10 +6,10 @@
 //! cargo run --release -p pagedattn-kernels --example qlinear [-- scalar|avx2|avx512]
 //! ```
 
-use pagedattn_kernels::{qlinear, Isa, QuantMatrix, QuantType};
+use pagedattn_kernels::{qlinear, Cpu, QuantMatrix, QuantType};
 use std::time::Instant;
 
-fn bench(isa: Isa, name: &str, ty: QuantType, copies: usize, shapes: &[(usize, usize)]) {
+fn bench(cpu: Cpu, name: &str, ty: QuantType, copies: usize, shapes: &[(usize, usize)]) {
     let layers: Vec<Vec<QuantMatrix>> = (0..copies)
         .map(|c| {
             shapes
@@ -33,7 +33,7 @@ fn bench(isa: Isa, name: &str, ty: QuantType, copies: usize, shapes: &[(usize, u
             let t = Instant::now();
             for layer in &layers {
                 for (w, &(n, k)) in layer.iter().zip(shapes) {
-                    qlinear(isa, &x[..m * k], w, &mut y[..m * n], false).unwrap();
+                    qlinear(cpu, &x[..m * k], w, &mut y[..m * n], false).unwrap();
                 }
             }
             best = best.min(t.elapsed().as_secs_f64());
@@ -49,12 +49,13 @@ fn bench(isa: Isa, name: &str, ty: QuantType, copies: usize, shapes: &[(usize, u
 }
 
 fn main() {
-    let isa = std::env::args()
-        .nth(1)
-        .and_then(|s| Isa::parse(&s))
-        .unwrap_or_else(Isa::selected);
-    println!("isa {isa}, {} threads", rayon::current_num_threads());
+    // A path name as `PAGEDATTN_ISA` takes it (e.g. `avx512+vnni`, `avx2`), or the selected one.
+    let cpu = match std::env::args().nth(1) {
+        Some(name) => Cpu::parse(&name).unwrap_or_else(|e| panic!("{name}: {e}")),
+        None => Cpu::selected(),
+    };
+    println!("path {cpu}, {} threads", rayon::current_num_threads());
     let layer = [(960, 576), (576, 576), (3072, 576), (576, 1536)];
-    bench(isa, "Q4_1 layer", QuantType::Q4_1, 60, &layer);
-    bench(isa, "Q8_0 head ", QuantType::Q8_0, 4, &[(49152, 576)]);
+    bench(cpu, "Q4_1 layer", QuantType::Q4_1, 60, &layer);
+    bench(cpu, "Q8_0 head ", QuantType::Q8_0, 4, &[(49152, 576)]);
 }

@@ -6,9 +6,7 @@
 //! cargo run --release -p pagedattn-kernels --example small_calls [f32|f16|bf16] [batch context query_len]
 //! ```
 
-use pagedattn_kernels::{
-    paged_attention, AttentionConfig, DType, KvCache, KvCacheConfig, PagedSeq,
-};
+use pagedattn_kernels::{paged_attention, AttentionConfig, DType, KvCache, KvShape, PagedSeq};
 use pagedattn_kv::BlockId;
 use std::time::Instant;
 
@@ -48,14 +46,16 @@ fn inner() -> Result<(), Box<dyn std::error::Error>> {
     let iters = if a.len() == 3 { 20000 } else { 2000 };
     for &(batch, ctx, qlen) in &pts {
         let bps = ctx.div_ceil(bs);
-        let cache = KvCache::new(KvCacheConfig {
-            num_layers: 1,
-            num_blocks: batch * bps,
-            num_kv_heads: heads,
-            block_size: bs,
-            head_dim: dim,
-            dtype,
-        })?;
+        let cache = KvCache::new(
+            KvShape {
+                num_layers: 1,
+                num_kv_heads: heads,
+                head_dim: dim,
+                dtype,
+            },
+            batch * bps,
+            bs,
+        )?;
         let tables: Vec<Vec<BlockId>> = (0..batch)
             .map(|s| (0..bps).map(|b| BlockId((b * batch + s) as u32)).collect())
             .collect();

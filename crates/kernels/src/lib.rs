@@ -10,22 +10,27 @@
 //!   softmax in one pass, split-K with a merge when there are few sequences. All three run
 //!   the *same* tile loop; only the address of a tile differs, so paged and contiguous
 //!   outputs for the same inputs are bitwise identical.
-//! - [`Isa`]: runtime-dispatched SIMD (AVX-512, AVX2+FMA, NEON, scalar), chosen once, or
-//!   forced with `PAGEDATTN_ISA` or per call.
+//! - [`KvShape`] (what one token's K/V are) and [`KvLayout`] (blocks or one arena) describe
+//!   every store; [`KvStorage`] is whichever store a layout asks for, and [`KvStore`] the
+//!   interface a forward pass writes and attends through.
+//! - [`Batch`]: the step description an engine builds and a model consumes — new tokens,
+//!   their positions and slots, and per sequence a [`SeqSpec`] (its rows of the batch, its
+//!   context, where its K/V live: a [`KvLocation`]).
+//! - [`Cpu`]: what this CPU runs — a vector instruction set ([`Isa`]: AVX-512, AVX2+FMA,
+//!   NEON, scalar) plus the VNNI and BF16 dot products — resolved once
+//!   ([`Cpu::selected`], or the path `PAGEDATTN_ISA` names) and passed to every kernel.
 //! - [`linear`]: `y (+)= x W^T` over a [`PackedMatrix`] (f32, f16 or bf16 weights in
-//!   panels of [`PANEL`] output features), any number of rows, weights read once per call,
-//!   on the same dispatch.
+//!   panels of [`PANEL`] output features), any number of rows, weights read once per call;
+//!   [`qlinear`] over GGML's quantized blocks with integer dot products.
 //! - [`reference_attention`]: the f64 specification the kernels are tested against.
 //!
 //! ```
-//! use pagedattn_kernels::{paged_attention, AttentionConfig, DType, KvCache, KvCacheConfig, PagedSeq};
+//! use pagedattn_kernels::{paged_attention, AttentionConfig, DType, KvCache, KvShape, PagedSeq};
 //! use pagedattn_kv::BlockId;
 //!
 //! let (heads, kv_heads, dim, block) = (4, 2, 8, 4);
-//! let mut cache = KvCache::new(KvCacheConfig {
-//!     num_layers: 1, num_blocks: 8, num_kv_heads: kv_heads, block_size: block, head_dim: dim,
-//!     dtype: DType::F32,
-//! })?;
+//! let shape = KvShape { num_layers: 1, num_kv_heads: kv_heads, head_dim: dim, dtype: DType::F32 };
+//! let mut cache = KvCache::new(shape, 8, block)?;
 //! // A 6-token prompt stored in blocks 5 and 2 (slots 20..24 and 8..10).
 //! let table = [BlockId(5), BlockId(2)];
 //! let slots: Vec<usize> = (0..6).map(|t| table[t / block].index() * block + t % block).collect();
@@ -47,42 +52,31 @@
 #![allow(clippy::inline_always)]
 
 mod attention;
-mod cache;
-mod contiguous;
-mod dot;
-mod dtype;
+mod cpu;
 mod error;
-mod isa;
-mod kernel;
-mod linear;
-#[cfg(target_arch = "x86_64")]
-mod linear_bf16;
-mod packed;
 mod probe;
-mod quant;
-mod reference;
-mod rows;
-mod schedule;
-mod source;
-mod storage;
-mod tile;
-mod validate;
+mod products;
+mod step;
+mod store;
+#[doc(hidden)]
+pub mod testing;
 
-pub use attention::{
-    contiguous_attention, padded_attention, paged_attention, AttentionConfig, ContiguousSeq,
-    PagedSeq, SeqSpec,
-};
-pub use cache::{KvCache, KvCacheConfig};
-pub use contiguous::{ContiguousKv, ContiguousKvConfig, ContiguousRun};
-pub use dtype::{DType, KvElem};
-pub use error::{KernelError, Result};
-pub use isa::Isa;
-pub use kernel::{
+pub use attention::kernel::{
     AttentionKernel, AttentionPhase, ContiguousAttention, PaddedAttention, PagedAttention,
 };
-pub use linear::linear;
-pub use packed::{PackedMatrix, PANEL};
+pub use attention::reference::{reference_attention, RefKv, RefSeq, RefShape};
+pub use attention::spec::{AttentionConfig, ContiguousSeq, PagedSeq, SeqSpec, SplitPolicy};
+pub use attention::{contiguous_attention, padded_attention, paged_attention};
+pub use cpu::{Cpu, Isa};
+pub use error::{KernelError, Result};
 pub use probe::{fma_peak_gflops, sum_f32};
-pub use quant::{dequantize_blocks, qlinear, QuantMatrix, QuantType, QK, QK_K};
-pub use reference::{reference_attention, RefSeq, RefShape};
-pub use schedule::SplitPolicy;
+pub use products::dense::linear;
+pub use products::packed::{PackedMatrix, PANEL};
+pub use products::quant::blocks::{QuantType, QK, QK_K};
+pub use products::quant::{dequantize_blocks, qlinear, QuantMatrix};
+pub use step::{Batch, KvLocation, LogitsFor};
+pub use store::backend::{KvStorage, KvStore};
+pub use store::cache::KvCache;
+pub use store::contiguous::{ContiguousKv, ContiguousRun};
+pub use store::dtype::{DType, KvElem};
+pub use store::shape::{KvLayout, KvShape};

@@ -1,8 +1,9 @@
 //! Machine probes for roofline reports: single-thread FMA throughput and a streaming read,
 //! run through the same instruction-set dispatch as the kernels.
 
-use crate::error::{KernelError, Result};
-use crate::isa::{Isa, Lanes};
+use crate::cpu::entry::{run_lanes, LanesOp};
+use crate::cpu::lanes::Lanes;
+use crate::cpu::Cpu;
 use std::time::Instant;
 
 /// Independent accumulator chains: enough to cover FMA latency x ports on current cores.
@@ -11,7 +12,7 @@ const CHAINS: usize = 16;
 /// Runs `iters` rounds of `CHAINS` independent vector FMAs; returns a value that depends on
 /// all of them so the work is not optimised away.
 #[inline(always)]
-pub(crate) fn fma_loop<L: Lanes>(isa: L, iters: usize, seed: f32) -> f32 {
+fn fma_loop<L: Lanes>(isa: L, iters: usize, seed: f32) -> f32 {
     let mut acc = [isa.splat(seed); CHAINS];
     let a = isa.splat(0.999_999);
     let b = isa.splat(1e-7);
@@ -29,7 +30,7 @@ pub(crate) fn fma_loop<L: Lanes>(isa: L, iters: usize, seed: f32) -> f32 {
 
 /// Sums `data` with vector loads (the STREAM-style read kernel).
 #[inline(always)]
-pub(crate) fn sum_loop<L: Lanes>(isa: L, data: &[f32]) -> f32 {
+fn sum_loop<L: Lanes>(isa: L, data: &[f32]) -> f32 {
     let w = L::W;
     let mut acc = [isa.zero(); 4];
     let mut chunks = data.chunks_exact(4 * w);
@@ -42,21 +43,12 @@ pub(crate) fn sum_loop<L: Lanes>(isa: L, data: &[f32]) -> f32 {
     isa.reduce_add(total) + chunks.remainder().iter().sum::<f32>()
 }
 
-fn check(isa: Isa) -> Result<()> {
-    if isa.is_available() {
-        Ok(())
-    } else {
-        Err(KernelError::IsaUnavailable(isa.name()))
-    }
-}
-
-/// Peak single-thread f32 FMA throughput with `isa`, in GFLOP/s (2 flops per lane per FMA),
-/// measured over about `seconds`.
-pub fn fma_peak_gflops(isa: Isa, seconds: f64) -> Result<f64> {
-    check(isa)?;
+/// Peak single-thread f32 FMA throughput on `cpu`'s path, in GFLOP/s (2 flops per lane per
+/// FMA), measured over about `seconds`.
+pub fn fma_peak_gflops(cpu: Cpu, seconds: f64) -> f64 {
     let run = |iters: usize| {
         let t = Instant::now();
-        let r = dispatch_fma(isa, iters);
+        let r = run_lanes(cpu, FmaProbe { iters });
         std::hint::black_box(r);
         t.elapsed().as_secs_f64()
     };
@@ -65,127 +57,38 @@ pub fn fma_peak_gflops(isa: Isa, seconds: f64) -> Result<f64> {
         iters *= 2;
     }
     let best = (0..5).map(|_| run(iters)).fold(f64::INFINITY, f64::min);
-    Ok((iters * CHAINS * isa.lanes() * 2) as f64 / best / 1e9)
+    (iters * CHAINS * cpu.isa().lanes() * 2) as f64 / best / 1e9
 }
 
-/// Sums `data` with `isa` (one thread); callers time it to measure read bandwidth.
-pub fn sum_f32(isa: Isa, data: &[f32]) -> Result<f32> {
-    check(isa)?;
-    Ok(dispatch_sum(isa, data))
+/// Sums `data` on `cpu`'s path (one thread); callers time it to measure read bandwidth.
+pub fn sum_f32(cpu: Cpu, data: &[f32]) -> f32 {
+    run_lanes(cpu, SumProbe { data })
 }
 
-/// Runs the FMA probe on `isa` (which the caller checked is available).
-pub(crate) fn dispatch_fma(isa: Isa, iters: usize) -> f32 {
-    match isa {
-        // SAFETY: callers pass only ISAs for which `is_available()` returned true.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { fma_avx512(iters) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { fma_avx2(iters) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { fma_neon(iters) },
-        _ => fma_scalar(iters),
+/// The FMA probe as a dispatch op.
+struct FmaProbe {
+    iters: usize,
+}
+
+impl LanesOp for FmaProbe {
+    type Output = f32;
+
+    #[inline(always)]
+    fn run<L: Lanes, const KEYS: usize, const ROWS: usize, const VECS: usize>(self, l: L) -> f32 {
+        fma_loop(l, self.iters, 1.0)
     }
 }
 
-/// Runs the read probe on `isa` (which the caller checked is available).
-pub(crate) fn dispatch_sum(isa: Isa, data: &[f32]) -> f32 {
-    match isa {
-        // SAFETY: callers pass only ISAs for which `is_available()` returned true.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { sum_avx512(data) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { sum_avx2(data) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { sum_neon(data) },
-        _ => sum_scalar(data),
+/// The read probe as a dispatch op.
+struct SumProbe<'a> {
+    data: &'a [f32],
+}
+
+impl LanesOp for SumProbe<'_> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn run<L: Lanes, const KEYS: usize, const ROWS: usize, const VECS: usize>(self, l: L) -> f32 {
+        sum_loop(l, self.data)
     }
-}
-
-/// FMA throughput probe with Avx2.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C (`Isa::Avx2.is_available()`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fma_avx2(iters: usize) -> f32 {
-    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
-    let l = unsafe { crate::isa::avx2::Avx2::new() };
-    fma_loop(l, iters, 1.0)
-}
-
-/// FMA throughput probe with Avx512.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL, AVX2, FMA and F16C (`Isa::Avx512.is_available()`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn fma_avx512(iters: usize) -> f32 {
-    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
-    let l = unsafe { crate::isa::avx512::Avx512::new() };
-    fma_loop(l, iters, 1.0)
-}
-
-/// FMA throughput probe with Neon.
-///
-/// # Safety
-/// The CPU must have NEON (`Isa::Neon.is_available()`).
-#[cfg(target_arch = "aarch64")]
-#[target_feature(enable = "neon")]
-unsafe fn fma_neon(iters: usize) -> f32 {
-    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
-    let l = unsafe { crate::isa::neon::Neon::new() };
-    fma_loop(l, iters, 1.0)
-}
-
-/// FMA throughput probe on the scalar path.
-fn fma_scalar(iters: usize) -> f32 {
-    let l = crate::isa::scalar::Scalar::token();
-    fma_loop(l, iters, 1.0)
-}
-
-/// Streaming-read probe with Avx2.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C (`Isa::Avx2.is_available()`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn sum_avx2(data: &[f32]) -> f32 {
-    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
-    let l = unsafe { crate::isa::avx2::Avx2::new() };
-    sum_loop(l, data)
-}
-
-/// Streaming-read probe with Avx512.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL, AVX2, FMA and F16C (`Isa::Avx512.is_available()`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn sum_avx512(data: &[f32]) -> f32 {
-    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
-    let l = unsafe { crate::isa::avx512::Avx512::new() };
-    sum_loop(l, data)
-}
-
-/// Streaming-read probe with Neon.
-///
-/// # Safety
-/// The CPU must have NEON (`Isa::Neon.is_available()`).
-#[cfg(target_arch = "aarch64")]
-#[target_feature(enable = "neon")]
-unsafe fn sum_neon(data: &[f32]) -> f32 {
-    // SAFETY: this function's own contract, and it is the `#[target_feature]` entry.
-    let l = unsafe { crate::isa::neon::Neon::new() };
-    sum_loop(l, data)
-}
-
-/// Streaming-read probe on the scalar path.
-fn sum_scalar(data: &[f32]) -> f32 {
-    let l = crate::isa::scalar::Scalar::token();
-    sum_loop(l, data)
 }

@@ -5,7 +5,8 @@
 mod common;
 
 use common::{max_rel_error, Scenario, Shape};
-use pagedattn_kernels::{DType, Isa, SplitPolicy};
+use pagedattn_kernels::testing::every_isa;
+use pagedattn_kernels::{DType, SplitPolicy};
 
 const F32_BOUND: f64 = 1e-5;
 
@@ -13,13 +14,13 @@ fn check(shape: &Shape, lens: &[(usize, usize)], seed: u64, split: SplitPolicy) 
     let sc = Scenario::new(shape.clone(), lens, seed);
     let cfg = sc.config();
     let reference = sc.reference(cfg.scale);
-    for isa in Isa::available() {
-        let cfg = cfg.with_isa(isa).with_split(split);
+    every_isa(|cpu| {
+        let cfg = cfg.with_cpu(cpu).with_split(split);
         let paged = sc.run_paged(&cfg);
         let err = max_rel_error(&paged, &reference, shape.head_dim);
         assert!(
             err < F32_BOUND,
-            "{isa} {shape:?} {lens:?} split {split:?}: rel error {err:e}"
+            "{cpu} {shape:?} {lens:?} split {split:?}: rel error {err:e}"
         );
         let contiguous = sc.run_contiguous(&cfg);
         assert!(
@@ -27,9 +28,9 @@ fn check(shape: &Shape, lens: &[(usize, usize)], seed: u64, split: SplitPolicy) 
                 .iter()
                 .zip(&contiguous)
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{isa} {shape:?} {lens:?}: paged and contiguous differ"
+            "{cpu} {shape:?} {lens:?}: paged and contiguous differ"
         );
-    }
+    });
 }
 
 fn shape(
@@ -165,13 +166,15 @@ fn padded_baseline_matches_the_reference() {
     // Padded needs every run to hold the longest context: use standalone stores per call
     // is not possible, so lay the runs out with room to spare.
     let max_ctx = 300;
-    let mut arena = pagedattn_kernels::ContiguousKv::new(pagedattn_kernels::ContiguousKvConfig {
-        num_layers: 1,
-        num_kv_heads: 2,
-        capacity_slots: 3 * max_ctx,
-        head_dim: 64,
-        dtype: DType::F32,
-    })
+    let mut arena = pagedattn_kernels::ContiguousKv::new(
+        pagedattn_kernels::KvShape {
+            num_layers: 1,
+            num_kv_heads: 2,
+            head_dim: 64,
+            dtype: DType::F32,
+        },
+        3 * max_ctx,
+    )
     .unwrap();
     let mut seqs = sc.contiguous_seqs();
     for (i, s) in seqs.iter_mut().enumerate() {
@@ -179,13 +182,13 @@ fn padded_baseline_matches_the_reference() {
         arena.write_kv(0, &slots, &sc.k[i], &sc.v[i]).unwrap();
         s.kv = arena.run(i * max_ctx);
     }
-    for isa in Isa::available() {
+    every_isa(|cpu| {
         let mut out = vec![0.0; sc.q.len()];
-        pagedattn_kernels::padded_attention(&cfg.with_isa(isa), &arena, 0, &sc.q, &seqs, &mut out)
+        pagedattn_kernels::padded_attention(&cfg.with_cpu(cpu), &arena, 0, &sc.q, &seqs, &mut out)
             .unwrap();
         let err = max_rel_error(&out, &reference, 64);
-        assert!(err < F32_BOUND, "{isa}: padded rel error {err:e}");
-    }
+        assert!(err < F32_BOUND, "{cpu}: padded rel error {err:e}");
+    });
 }
 
 #[test]

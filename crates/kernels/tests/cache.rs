@@ -3,19 +3,19 @@
 
 use pagedattn_kernels::{
     contiguous_attention, paged_attention, AttentionConfig, ContiguousKv, ContiguousRun,
-    ContiguousSeq, DType, KvCache, KvCacheConfig, PagedSeq,
+    ContiguousSeq, DType, KvCache, KvShape, PagedSeq,
 };
-use pagedattn_kv::BlockId;
+use pagedattn_kv::{BlockCopy, BlockId};
 
-fn config(dtype: DType) -> KvCacheConfig {
-    KvCacheConfig {
+/// Two layers, 6 blocks of 4 tokens, 2 KV heads of 8.
+fn cache(dtype: DType) -> KvCache {
+    let shape = KvShape {
         num_layers: 2,
-        num_blocks: 6,
         num_kv_heads: 2,
-        block_size: 4,
         head_dim: 8,
         dtype,
-    }
+    };
+    KvCache::new(shape, 6, 4).unwrap()
 }
 
 fn rows(n: usize, seed: f32) -> Vec<f32> {
@@ -27,7 +27,7 @@ fn rows(n: usize, seed: f32) -> Vec<f32> {
 #[test]
 fn write_then_read_back_every_dtype() {
     for dtype in [DType::F32, DType::F16, DType::Bf16] {
-        let mut cache = KvCache::new(config(dtype)).unwrap();
+        let mut cache = cache(dtype);
         let (k, v) = (rows(3, 1.0), rows(3, 2.0));
         cache.write_kv(1, &[5, 0, 23], &k, &v).unwrap();
         for (i, slot) in [5usize, 0, 23].into_iter().enumerate() {
@@ -50,14 +50,19 @@ fn write_then_read_back_every_dtype() {
 
 #[test]
 fn copy_blocks_copies_all_layers() {
-    let mut cache = KvCache::new(config(DType::F32)).unwrap();
+    let mut cache = cache(DType::F32);
     for layer in 0..2 {
         let slots: Vec<usize> = (8..12).collect(); // block 2
         cache
             .write_kv(layer, &slots, &rows(4, layer as f32), &rows(4, 9.0))
             .unwrap();
     }
-    cache.copy_blocks(&[(BlockId(2), BlockId(5))]).unwrap();
+    cache
+        .copy_blocks(&[BlockCopy {
+            src: BlockId(2),
+            dst: BlockId(5),
+        }])
+        .unwrap();
     for layer in 0..2 {
         for off in 0..4 {
             assert_eq!(
@@ -93,7 +98,7 @@ fn standalone_buffer_equals_arena_run_and_paged() {
         &to_head_major(&v_tokens),
     )
     .unwrap();
-    let mut cache = KvCache::new(config(DType::F32)).unwrap();
+    let mut cache = cache(DType::F32);
     let table = [BlockId(4), BlockId(1)];
     let slots: Vec<usize> = (0..len).map(|t| table[t / 4].index() * 4 + t % 4).collect();
     cache.write_kv(0, &slots, &k_tokens, &v_tokens).unwrap();

@@ -6,10 +6,10 @@ mod common;
 use common::{Scenario, Shape};
 use pagedattn_kernels::{
     contiguous_attention, paged_attention, AttentionConfig, AttentionKernel, AttentionPhase,
-    ContiguousKv, ContiguousKvConfig, ContiguousRun, ContiguousSeq, DType, Isa, KernelError,
-    KvCache, KvCacheConfig, PagedAttention, PagedSeq,
+    ContiguousKv, ContiguousRun, Cpu, DType, Isa, KernelError, KvCache, KvShape, PagedAttention,
+    PagedSeq,
 };
-use pagedattn_kv::BlockId;
+use pagedattn_kv::{BlockCopy, BlockId};
 
 fn scenario() -> Scenario {
     let shape = Shape {
@@ -179,15 +179,22 @@ fn contiguous_run_past_the_arena() {
 }
 
 #[test]
-fn unavailable_isa() {
-    let sc = scenario();
-    let missing = [Isa::Avx512, Isa::Avx2, Isa::Neon]
-        .into_iter()
-        .find(|i| !i.is_available());
-    if let Some(isa) = missing {
-        let err = paged(&sc, &sc.config().with_isa(isa), &sc.paged_seqs()).unwrap_err();
-        assert_eq!(err, KernelError::IsaUnavailable(isa.name()));
+fn a_path_this_cpu_lacks_cannot_be_named() {
+    // Every CPU lacks one of these (x86 has no NEON, aarch64 no AVX): a kernel can only be
+    // handed a `Cpu` this machine runs.
+    let mut missing = 0;
+    for isa in [Isa::Avx512, Isa::Avx2, Isa::Neon] {
+        match Cpu::new(isa) {
+            Ok(cpu) => assert!(isa.is_available() && cpu.isa() == isa),
+            Err(e) => {
+                missing += 1;
+                assert!(!isa.is_available());
+                assert_eq!(e, KernelError::IsaUnavailable(isa.name()));
+                assert!(Cpu::parse(isa.name()).is_err());
+            }
+        }
     }
+    assert!(missing >= 1);
 }
 
 #[test]
@@ -222,15 +229,13 @@ fn decode_phase_checks_query_lengths() {
 
 #[test]
 fn write_kv_validates_before_writing() {
-    let config = KvCacheConfig {
+    let shape = KvShape {
         num_layers: 1,
-        num_blocks: 4,
         num_kv_heads: 2,
-        block_size: 4,
         head_dim: 8,
         dtype: DType::Bf16,
     };
-    let mut cache = KvCache::new(config).unwrap();
+    let mut cache = KvCache::new(shape, 4, 4).unwrap();
     let row = vec![1.0f32; 2 * 8];
     // Slot 16 is one past the end; slot 3 before it must not be written either.
     let two = [row.clone(), row.clone()].concat();
@@ -252,14 +257,11 @@ fn write_kv_validates_before_writing() {
         Err(KernelError::SlotOutOfRange { .. })
     ));
 
-    let mut arena = ContiguousKv::new(ContiguousKvConfig {
-        num_layers: 1,
-        num_kv_heads: 2,
-        capacity_slots: 5,
-        head_dim: 8,
+    let shape = KvShape {
         dtype: DType::F16,
-    })
-    .unwrap();
+        ..shape
+    };
+    let mut arena = ContiguousKv::new(shape, 5).unwrap();
     assert_eq!(
         arena.write_kv(0, &[5], &row, &row),
         Err(KernelError::SlotOutOfRange {
@@ -271,41 +273,54 @@ fn write_kv_validates_before_writing() {
 
 #[test]
 fn zero_and_overflowing_shapes() {
-    let base = KvCacheConfig {
+    let base = KvShape {
         num_layers: 1,
-        num_blocks: 4,
         num_kv_heads: 2,
-        block_size: 4,
         head_dim: 8,
         dtype: DType::F32,
     };
-    assert!(KvCache::new(KvCacheConfig {
+    let zero_dim = KvShape {
         head_dim: 0,
         ..base
-    })
-    .is_err());
-    assert!(KvCache::new(KvCacheConfig {
-        num_blocks: usize::MAX / 2,
-        ..base
-    })
-    .is_err());
+    };
+    for (shape, blocks, block_size) in [
+        (zero_dim, 4, 4),
+        (base, usize::MAX / 2, 4),
+        (base, 0, 4),
+        (base, 4, 0),
+        (base, 1 << 40, 1 << 30),
+    ] {
+        assert!(matches!(
+            KvCache::new(shape, blocks, block_size),
+            Err(KernelError::InvalidShape(_))
+        ));
+    }
+    assert!(matches!(
+        ContiguousKv::new(zero_dim, 4),
+        Err(KernelError::InvalidShape(_))
+    ));
+    assert!(matches!(
+        ContiguousKv::new(base, usize::MAX / 8),
+        Err(KernelError::InvalidShape(_))
+    ));
     assert!(ContiguousKv::standalone(2, 8, DType::F32, &[0.0; 15], &[0.0; 15]).is_err());
 }
 
 #[test]
 fn copy_blocks_checks_ids_first() {
-    let config = KvCacheConfig {
+    let shape = KvShape {
         num_layers: 2,
-        num_blocks: 4,
         num_kv_heads: 1,
-        block_size: 2,
         head_dim: 4,
         dtype: DType::F32,
     };
-    let mut cache = KvCache::new(config).unwrap();
-    let err = cache
-        .copy_blocks(&[(BlockId(0), BlockId(1)), (BlockId(2), BlockId(4))])
-        .unwrap_err();
+    let mut cache = KvCache::new(shape, 4, 2).unwrap();
+    cache.write_kv(1, &[2], &[1.0; 4], &[2.0; 4]).unwrap();
+    let copy = |src, dst| BlockCopy {
+        src: BlockId(src),
+        dst: BlockId(dst),
+    };
+    let err = cache.copy_blocks(&[copy(1, 0), copy(2, 4)]).unwrap_err();
     assert_eq!(
         err,
         KernelError::BlockOutOfRange {
@@ -313,10 +328,8 @@ fn copy_blocks_checks_ids_first() {
             num_blocks: 4
         }
     );
-    let _ = ContiguousSeq {
-        query_start: 0,
-        query_len: 1,
-        context_len: 1,
-        kv: ContiguousRun::standalone(1, 4),
-    };
+    // The valid copy before the bad one did not happen either.
+    assert_eq!(cache.read_slot(1, 0).unwrap(), (vec![0.0; 4], vec![0.0; 4]));
+    cache.copy_blocks(&[copy(1, 0)]).unwrap();
+    assert_eq!(cache.read_slot(1, 0).unwrap(), (vec![1.0; 4], vec![2.0; 4]));
 }

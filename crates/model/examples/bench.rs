@@ -8,9 +8,9 @@
 //! (median of several runs), batched decode of 8 and 32 sequences, and the process's peak
 //! resident memory.
 
-use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
+use pagedattn_kernels::{Batch, DType, KvCache, KvLocation, LogitsFor};
 use pagedattn_kv::BlockId;
-use pagedattn_model::{Batch, KvLocation, LoadOptions, LogitsFor, Model, SeqInput, WeightDType};
+use pagedattn_model::{LoadOptions, Model, WeightDType};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -52,31 +52,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let max_ctx: usize = 1024 + 64;
     let num_blocks = max_ctx.div_ceil(BLOCK_SIZE);
-    let mut cache = KvCache::new(KvCacheConfig {
-        num_layers: c.num_layers,
-        num_blocks,
-        num_kv_heads: c.num_kv_heads,
-        block_size: BLOCK_SIZE,
-        head_dim: c.head_dim,
-        dtype: DType::F32,
-    })?;
+    let mut cache = KvCache::new(c.kv_shape(DType::F32), num_blocks, BLOCK_SIZE)?;
     // Blocks in reverse order, so the cache is really paged, not accidentally contiguous.
     let table: Vec<BlockId> = (0..num_blocks as u32).rev().map(BlockId).collect();
     let tokens: Vec<u32> = (0..max_ctx as u32)
         .map(|i| (i * 7919 + 13) % c.vocab_size as u32)
         .collect();
     let mut run = |start: usize, n: usize| -> Result<f64, Box<dyn std::error::Error>> {
-        let slots: Vec<usize> = (start..start + n)
-            .map(|p| table[p / BLOCK_SIZE].index() * BLOCK_SIZE + p % BLOCK_SIZE)
-            .collect();
-        let mut batch = Batch::new();
-        batch.push(SeqInput {
-            tokens: &tokens[start..start + n],
-            start_pos: start,
-            slots: &slots,
-            kv: KvLocation::Paged(&table),
-            logits: LogitsFor::Last,
-        });
+        let mut batch = Batch::paged(BLOCK_SIZE);
+        let at = KvLocation::Paged(&table);
+        batch.push(&tokens[start..start + n], start, at, LogitsFor::Last)?;
         let t = Instant::now();
         model.forward(&batch, &mut cache)?;
         Ok(t.elapsed().as_secs_f64())
@@ -131,14 +116,7 @@ fn batched_decode(
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let c = model.config();
     let per_seq = ctx.div_ceil(BLOCK_SIZE);
-    let mut cache = KvCache::new(KvCacheConfig {
-        num_layers: c.num_layers,
-        num_blocks: seqs * per_seq,
-        num_kv_heads: c.num_kv_heads,
-        block_size: BLOCK_SIZE,
-        head_dim: c.head_dim,
-        dtype: DType::F32,
-    })?;
+    let mut cache = KvCache::new(c.kv_shape(DType::F32), seqs * per_seq, BLOCK_SIZE)?;
     // Sequence s owns blocks s, s + seqs, s + 2 * seqs, ...: interleaved, as after churn.
     let tables: Vec<Vec<BlockId>> = (0..seqs)
         .map(|s| {
@@ -147,20 +125,11 @@ fn batched_decode(
                 .collect()
         })
         .collect();
-    let slots: Vec<[usize; 1]> = tables
-        .iter()
-        .map(|t| [t[(ctx - 1) / BLOCK_SIZE].index() * BLOCK_SIZE + (ctx - 1) % BLOCK_SIZE])
-        .collect();
     let tokens: Vec<u32> = (0..seqs as u32).map(|s| s * 31 + 7).collect();
-    let mut batch = Batch::new();
+    let mut batch = Batch::paged(BLOCK_SIZE);
     for s in 0..seqs {
-        batch.push(SeqInput {
-            tokens: &tokens[s..=s],
-            start_pos: ctx - 1,
-            slots: &slots[s],
-            kv: KvLocation::Paged(&tables[s]),
-            logits: LogitsFor::Last,
-        });
+        let at = KvLocation::Paged(&tables[s]);
+        batch.push(&tokens[s..=s], ctx - 1, at, LogitsFor::Last)?;
     }
     let mut times = Vec::new();
     for _ in 0..9 {

@@ -8,13 +8,11 @@
 //! projection added to the residual. The final norm and LM head run only on the rows that
 //! need logits.
 
-use crate::batch::{Batch, KvBackend, KvLocation, LogitsFor};
 use crate::error::{ModelError, Result};
 use crate::linear::matmul;
 use crate::model::Model;
 use crate::ops::{rms_norm, swiglu};
-use pagedattn_kernels::AttentionConfig;
-use pagedattn_kernels::SeqSpec;
+use pagedattn_kernels::{AttentionConfig, Batch, KvStore, LogitsFor};
 use rayon::prelude::*;
 
 /// Which sequence and position a row of [`Logits`] belongs to.
@@ -87,11 +85,11 @@ impl Model {
     /// has not picked up yet is run by this one, instead of being injected from outside
     /// and waited for. Cold injection cost 1-2 ms per step at SmolLM2's size (12% of a
     /// four-sequence step).
-    pub fn forward(&self, batch: &Batch<'_>, kv: &mut (impl KvBackend + Send)) -> Result<Logits> {
+    pub fn forward(&self, batch: &Batch<'_>, kv: &mut (impl KvStore + Send)) -> Result<Logits> {
         rayon::scope(|_| self.forward_in_pool(batch, kv))
     }
 
-    fn forward_in_pool(&self, batch: &Batch<'_>, kv: &mut impl KvBackend) -> Result<Logits> {
+    fn forward_in_pool(&self, batch: &Batch<'_>, kv: &mut impl KvStore) -> Result<Logits> {
         let c = &self.config;
         let (h, qd, kvd, d, f) = (
             c.hidden_size,
@@ -100,14 +98,9 @@ impl Model {
             c.head_dim,
             c.intermediate_size,
         );
-        let Plan {
-            seqs,
-            positions,
-            slots,
-            rows,
-            picked,
-        } = self.plan(batch)?;
-        let n = positions.len();
+        let (rows, picked) = self.logits_rows(batch)?;
+        let (tokens, positions) = (batch.tokens(), batch.positions());
+        let n = tokens.len();
         if n == 0 {
             return Ok(Logits {
                 vocab: c.vocab_size,
@@ -115,11 +108,6 @@ impl Model {
                 rows,
             });
         }
-        let tokens: Vec<u32> = batch
-            .seqs
-            .iter()
-            .flat_map(|s| s.tokens.iter().copied())
-            .collect();
 
         let mut a = Activations {
             x: vec![0.0; n * h],
@@ -132,18 +120,18 @@ impl Model {
             gate_up: vec![0.0; n * 2 * f],
             act: vec![0.0; n * f],
         };
-        for (row, &t) in a.x.chunks_exact_mut(h).zip(&tokens) {
+        for (row, &t) in a.x.chunks_exact_mut(h).zip(tokens) {
             self.weights.embed.row_into(t as usize, row);
         }
         let mut rope = vec![0.0; n * d];
         rope.par_chunks_mut(d)
-            .zip(&positions)
+            .zip(positions)
             .for_each(|(t, &p)| self.rope.table(p, t));
-        let attn_cfg = AttentionConfig::new(c.num_heads, d);
+        let attn_cfg = AttentionConfig::new(c.num_heads, d).with_cpu(self.cpu);
 
         for (layer, w) in self.weights.layers.iter().enumerate() {
             rms_norm(&a.x, &w.attn_norm, c.rms_norm_eps, &mut a.h);
-            matmul(&a.h, &w.wqkv, &mut a.qkv, false)?;
+            matmul(self.cpu, &a.h, &w.wqkv, &mut a.qkv, false)?;
             if let Some(bias) = &w.qkv_bias {
                 a.qkv
                     .par_chunks_mut(qd + 2 * kvd)
@@ -163,13 +151,13 @@ impl Model {
                     self.rope.apply(q, table);
                     self.rope.apply(k, table);
                 });
-            kv.write_kv(layer, &slots, &a.k, &a.v)?;
-            kv.attend(&attn_cfg, layer, &a.q, &seqs, &mut a.attn)?;
-            matmul(&a.attn, &w.wo, &mut a.x, true)?;
+            kv.write_kv(layer, batch.slots(), &a.k, &a.v)?;
+            kv.attend(&attn_cfg, layer, &a.q, batch.seqs(), &mut a.attn)?;
+            matmul(self.cpu, &a.attn, &w.wo, &mut a.x, true)?;
             rms_norm(&a.x, &w.ffn_norm, c.rms_norm_eps, &mut a.h);
-            matmul(&a.h, &w.w_gate_up, &mut a.gate_up, false)?;
+            matmul(self.cpu, &a.h, &w.w_gate_up, &mut a.gate_up, false)?;
             swiglu(&a.gate_up, f, &mut a.act);
-            matmul(&a.act, &w.w_down, &mut a.x, true)?;
+            matmul(self.cpu, &a.act, &w.w_down, &mut a.x, true)?;
         }
 
         // Final norm and LM head only for the rows that need logits.
@@ -180,7 +168,7 @@ impl Model {
         let mut normed = vec![0.0; sel.len()];
         rms_norm(&sel, &self.weights.final_norm, c.rms_norm_eps, &mut normed);
         let mut data = vec![0.0; picked.len() * c.vocab_size];
-        matmul(&normed, self.weights.head(), &mut data, false)?;
+        matmul(self.cpu, &normed, self.weights.head(), &mut data, false)?;
         Ok(Logits {
             vocab: c.vocab_size,
             data,
@@ -188,90 +176,45 @@ impl Model {
         })
     }
 
-    /// Validates the batch and lays out its metadata: attention view of each sequence,
-    /// position and slot of each token, and the logits rows.
-    fn plan<'a>(&self, batch: &Batch<'a>) -> Result<Plan<'a>> {
+    /// Checks what the model itself limits (token ids in the vocabulary, positions within
+    /// its context; the batch's own invariants hold by construction) and lists the logits
+    /// rows: what each is, and the token row it comes from.
+    fn logits_rows(&self, batch: &Batch<'_>) -> Result<(Vec<LogitsRow>, Vec<usize>)> {
         let c = &self.config;
         let bad = |i: usize, m: String| Err(ModelError::InvalidBatch(format!("sequence {i}: {m}")));
-        let mut p = Plan {
-            seqs: Vec::new(),
-            positions: Vec::new(),
-            slots: Vec::new(),
-            rows: Vec::new(),
-            picked: Vec::new(),
-        };
-        for (i, s) in batch.seqs.iter().enumerate() {
-            let len = s.tokens.len();
-            if len == 0 {
-                return bad(i, "no new tokens".into());
-            }
-            if s.slots.len() != len {
-                return bad(i, format!("{} tokens but {} slots", len, s.slots.len()));
-            }
-            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+        let (mut rows, mut picked) = (Vec::new(), Vec::new());
+        for (i, (s, &logits)) in batch.seqs().iter().zip(batch.logits()).enumerate() {
+            let (first, len) = (s.query_start, s.query_len);
+            let tokens = &batch.tokens()[first..first + len];
+            if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
                 return bad(
                     i,
                     format!("token id {t} is outside the vocabulary ({})", c.vocab_size),
                 );
             }
-            let end = s.start_pos.checked_add(len).filter(|&e| e <= c.max_context);
-            let Some(end) = end else {
+            if s.context_len > c.max_context {
                 return bad(
                     i,
                     format!(
                         "positions up to {} exceed the model's context of {}",
-                        s.start_pos.saturating_add(len),
-                        c.max_context
+                        s.context_len, c.max_context
                     ),
                 );
-            };
-            let first_row = p.positions.len();
-            p.seqs.push(SeqSpec {
-                query_start: first_row,
-                query_len: len,
-                context_len: end,
-                kv: s.kv,
-            });
-            p.positions.extend(s.start_pos..end);
-            p.slots.extend_from_slice(s.slots);
-            let wanted = match s.logits {
+            }
+            let wanted = match logits {
                 LogitsFor::None => 0,
                 LogitsFor::Last => 1,
                 LogitsFor::All => len,
             };
+            let start_pos = s.context_len - len;
             for j in len - wanted..len {
-                p.rows.push(LogitsRow {
+                rows.push(LogitsRow {
                     seq: i,
-                    position: s.start_pos + j,
+                    position: start_pos + j,
                 });
-                p.picked.push(first_row + j);
+                picked.push(first + j);
             }
         }
-        Ok(p)
+        Ok((rows, picked))
     }
-}
-
-/// A validated batch laid out for the pass.
-struct Plan<'a> {
-    /// Attention view of each sequence.
-    seqs: Vec<SeqSpec<KvLocation<'a>>>,
-    /// Position of each token row.
-    positions: Vec<usize>,
-    /// Cache slot of each token row.
-    slots: Vec<usize>,
-    /// What each logits row is.
-    rows: Vec<LogitsRow>,
-    /// Token row of each logits row.
-    picked: Vec<usize>,
-}
-
-/// Index of the largest logit (the first, on ties); NaN is skipped.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = (0usize, f32::NEG_INFINITY);
-    for (i, &x) in logits.iter().enumerate() {
-        if x > best.1 {
-            best = (i, x);
-        }
-    }
-    best.0 as u32
 }

@@ -5,37 +5,34 @@
 //!   Q8_0, Q4_K, Q5_K and Q6_K tensors, kept as blocks or dequantized to f32 or bf16), a
 //!   Hugging Face directory ([`Model::load_hf`]), or seeded random weights from a named
 //!   config ([`Model::random_named`]: `smollm2-135m`, `tiny`).
-//! - [`Model::forward`]: one step over a flattened [`Batch`] of sequences, prefill chunks
-//!   and decode tokens mixed, each with its own positions, new-token slots and block table
-//!   (or contiguous run); K/V go through a [`KvBackend`] ([`pagedattn_kernels::KvCache`]
-//!   or [`pagedattn_kernels::ContiguousKv`]); logits only for the rows asked for.
+//! - [`Model::forward`]: one step over a flattened [`Batch`] of sequences (the kernels
+//!   crate's step description), prefill chunks and decode tokens mixed, each with its own
+//!   positions, new-token slots and block table (or contiguous run); K/V go through a
+//!   [`KvStore`] ([`pagedattn_kernels::KvCache`], [`pagedattn_kernels::ContiguousKv`] or
+//!   [`pagedattn_kernels::KvStorage`]); logits only for the rows asked for.
 //! - [`Tokenizer`]: byte-level BPE or SentencePiece built from GGUF metadata, or a Hugging
 //!   Face directory's `tokenizer.json` with its config files; streaming decode.
 //!
+//! [`Batch`]: pagedattn_kernels::Batch
+//! [`KvStore`]: pagedattn_kernels::KvStore
+//!
 //! ```
-//! use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
+//! use pagedattn_kernels::{Batch, DType, KvCache, KvLocation, LogitsFor};
 //! use pagedattn_kv::BlockId;
-//! use pagedattn_model::{Batch, KvLocation, LogitsFor, Model, SeqInput, WeightDType};
+//! use pagedattn_model::{Model, WeightDType};
 //!
 //! let model = Model::random_named("tiny", 0, WeightDType::F32)?;
-//! let c = model.config();
-//! let mut cache = KvCache::new(KvCacheConfig {
-//!     num_layers: c.num_layers, num_blocks: 4, num_kv_heads: c.num_kv_heads,
-//!     block_size: 16, head_dim: c.head_dim, dtype: DType::F32,
-//! })?;
+//! let mut cache = KvCache::new(model.config().kv_shape(DType::F32), 4, 16)?;
 //! // A 3-token prompt in block 2 (slots 32, 33, 34).
 //! let table = [BlockId(2)];
-//! let mut batch = Batch::new();
-//! batch.push(SeqInput {
-//!     tokens: &[5, 6, 7], start_pos: 0, slots: &[32, 33, 34],
-//!     kv: KvLocation::Paged(&table), logits: LogitsFor::Last,
-//! });
+//! let mut batch = Batch::paged(16);
+//! batch.push(&[5, 6, 7], 0, KvLocation::Paged(&table), LogitsFor::Last)?;
+//! assert_eq!(batch.slots(), &[32, 33, 34]);
 //! let logits = model.forward(&batch, &mut cache)?;
-//! assert_eq!((logits.len(), logits.row(0).len()), (1, c.vocab_size));
+//! assert_eq!((logits.len(), logits.row(0).len()), (1, model.config().vocab_size));
 //! # Ok::<(), pagedattn_model::ModelError>(())
 //! ```
 
-mod batch;
 mod config;
 mod error;
 mod forward;
@@ -49,10 +46,9 @@ mod rope;
 mod tokenizer;
 mod weights;
 
-pub use batch::{Batch, KvBackend, KvLocation, LogitsFor, SeqInput};
 pub use config::{Architecture, ModelConfig, RopeScaling, RopeStyle};
 pub use error::{ModelError, Result};
-pub use forward::{argmax, Logits, LogitsRow};
+pub use forward::{Logits, LogitsRow};
 pub use model::{LoadOptions, Model};
 pub use tokenizer::{TokenStream, Tokenizer};
 pub use weights::{LayerTensor, Matrix, TensorName, TensorSource, WeightDType};

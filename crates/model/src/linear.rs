@@ -4,22 +4,22 @@
 //! across the rayon pool).
 
 use crate::weights::{Matrix, Store};
-use pagedattn_kernels::{linear, qlinear, Isa, KernelError, QuantMatrix};
+use pagedattn_kernels::{linear, qlinear, Cpu, KernelError, QuantMatrix};
 
 /// `y = x W^T` (or `y += x W^T` when `accumulate`), `x: [m, w.cols]`, `y: [m, w.rows]`.
 /// Mismatched shapes are an error in every build (a release build must not return a
 /// partial product as if it were whole).
 pub(crate) fn matmul(
+    cpu: Cpu,
     x: &[f32],
     w: &Matrix,
     y: &mut [f32],
     accumulate: bool,
 ) -> Result<(), KernelError> {
-    let isa = Isa::selected();
     match w.store() {
-        Store::F32(p) => linear(isa, x, p, y, accumulate),
-        Store::Bf16(p) => linear(isa, x, p, y, accumulate),
-        Store::Quant(q) => qlinear(isa, x, q, y, accumulate),
+        Store::F32(p) => linear(cpu, x, p, y, accumulate),
+        Store::Bf16(p) => linear(cpu, x, p, y, accumulate),
+        Store::Quant(q) => qlinear(cpu, x, q, y, accumulate),
         Store::Stacked(parts) => {
             // Each part into its own [m, rows] buffer, then into its columns of y.
             let n: usize = parts.iter().map(QuantMatrix::rows).sum();
@@ -34,7 +34,7 @@ pub(crate) fn matmul(
             let mut col = 0;
             for p in parts {
                 let mut part = vec![0.0; m * p.rows()];
-                qlinear(isa, x, p, &mut part, false)?;
+                qlinear(cpu, x, p, &mut part, false)?;
                 for (yr, pr) in y.chunks_exact_mut(n).zip(part.chunks_exact(p.rows())) {
                     let dst = &mut yr[col..col + p.rows()];
                     if accumulate {
@@ -84,7 +84,7 @@ mod tests {
             for dtype in [WeightDType::F32, WeightDType::Bf16] {
                 let mat = Matrix::new(n, k, &w, dtype);
                 let mut y = vec![1.0; m * n];
-                matmul(&x, &mat, &mut y, false).unwrap();
+                matmul(Cpu::selected(), &x, &mat, &mut y, false).unwrap();
                 let tol = if dtype == WeightDType::F32 {
                     1e-4
                 } else {
@@ -93,7 +93,7 @@ mod tests {
                 for (a, b) in y.iter().zip(&expect) {
                     assert!((a - b).abs() < tol, "{m}x{n}x{k} {dtype:?}: {a} vs {b}");
                 }
-                matmul(&x, &mat, &mut y, true).unwrap();
+                matmul(Cpu::selected(), &x, &mat, &mut y, true).unwrap();
                 for (a, b) in y.iter().zip(&expect) {
                     assert!(
                         (a - 2.0 * b).abs() < 2.0 * tol,
@@ -111,11 +111,11 @@ mod tests {
             let mat = Matrix::new(6, 4, &w, dtype);
             // x of 2 rows x 4, y sized for 3 rows: refused, not half-filled.
             let mut y = vec![0.0; 3 * 6];
-            assert!(matmul(&[1.0; 8], &mat, &mut y, false).is_err());
+            assert!(matmul(Cpu::selected(), &[1.0; 8], &mat, &mut y, false).is_err());
             // x not a whole number of rows.
             let mut y = vec![0.0; 2 * 6];
-            assert!(matmul(&[1.0; 7], &mat, &mut y, false).is_err());
-            assert!(matmul(&[1.0; 8], &mat, &mut y, false).is_ok());
+            assert!(matmul(Cpu::selected(), &[1.0; 7], &mat, &mut y, false).is_err());
+            assert!(matmul(Cpu::selected(), &[1.0; 8], &mat, &mut y, false).is_ok());
         }
     }
 
@@ -135,10 +135,10 @@ mod tests {
             .map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0)
             .collect();
         let mut y = vec![0.0; m * (n1 + n2)];
-        matmul(&x, &mat, &mut y, false).unwrap();
+        matmul(Cpu::selected(), &x, &mat, &mut y, false).unwrap();
         let (mut y1, mut y2) = (vec![0.0; m * n1], vec![0.0; m * n2]);
-        qlinear(Isa::selected(), &x, &q1, &mut y1, false).unwrap();
-        qlinear(Isa::selected(), &x, &q2, &mut y2, false).unwrap();
+        qlinear(Cpu::selected(), &x, &q1, &mut y1, false).unwrap();
+        qlinear(Cpu::selected(), &x, &q2, &mut y2, false).unwrap();
         for i in 0..m {
             assert_eq!(
                 y[i * (n1 + n2)..i * (n1 + n2) + n1],
@@ -154,6 +154,13 @@ mod tests {
         q2.row_into(2, &mut b).unwrap();
         assert_eq!(a, b);
         // Wrong output length: an error, not a partial product.
-        assert!(matmul(&x, &mat, &mut vec![0.0; m * (n1 + n2) - 1], false).is_err());
+        assert!(matmul(
+            Cpu::selected(),
+            &x,
+            &mat,
+            &mut vec![0.0; m * (n1 + n2) - 1],
+            false
+        )
+        .is_err());
     }
 }

@@ -7,6 +7,7 @@ use crate::gguf::GgufFile;
 use crate::rope::Rope;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{GgufSource, RandomSource, WeightDType, Weights};
+use pagedattn_kernels::Cpu;
 use std::path::Path;
 
 /// How to load weights.
@@ -24,6 +25,8 @@ pub struct Model {
     pub(crate) weights: Weights,
     pub(crate) tokenizer: Option<Tokenizer>,
     pub(crate) rope: Rope,
+    /// The code path every product and attention call runs on.
+    pub(crate) cpu: Cpu,
 }
 
 impl std::fmt::Debug for Model {
@@ -32,6 +35,7 @@ impl std::fmt::Debug for Model {
             .field("config", &self.config)
             .field("weight_bytes", &self.weights.bytes())
             .field("tokenizer", &self.tokenizer.is_some())
+            .field("cpu", &self.cpu)
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +89,7 @@ impl Model {
             weights,
             tokenizer,
             rope,
+            cpu: Cpu::selected(),
         }
     }
 
@@ -106,6 +111,16 @@ impl Model {
     /// Replaces the tokenizer.
     pub fn set_tokenizer(&mut self, tokenizer: Option<Tokenizer>) {
         self.tokenizer = tokenizer;
+    }
+
+    /// The code path its kernels run on ([`Cpu::selected`] unless set).
+    pub fn cpu(&self) -> Cpu {
+        self.cpu
+    }
+
+    /// Runs its kernels on `cpu` (to compare paths on one model).
+    pub fn set_cpu(&mut self, cpu: Cpu) {
+        self.cpu = cpu;
     }
 
     /// Bytes held by the weights.

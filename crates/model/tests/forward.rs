@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{chunked_logits, max_diff, paged_cache, prefill_all, shuffled_table, slots, step};
-use pagedattn_kernels::{ContiguousKv, ContiguousKvConfig, DType};
+use common::{chunked_logits, max_diff, paged_cache, prefill_all, shuffled_table, step};
+use pagedattn_kernels::{Batch, ContiguousKv, DType, KvLocation, LogitsFor};
 use pagedattn_kv::BlockId;
-use pagedattn_model::{Batch, KvLocation, LogitsFor, Model, ModelError, SeqInput, WeightDType};
+use pagedattn_model::{Model, ModelError, WeightDType};
 use proptest::prelude::*;
 
 fn tiny() -> Model {
@@ -69,34 +69,14 @@ fn one_mixed_batch_equals_each_sequence_alone() {
     assert!(ta.iter().all(|x| !tb.contains(x) && !tc.contains(x)));
     step(&model, &mut cache, &ta, &a[..8], 0, LogitsFor::None);
     step(&model, &mut cache, &tb, &b[..10], 0, LogitsFor::None);
-    let (sa, sb, sc) = (
-        slots(&ta, bs, 8, 1),
-        slots(&tb, bs, 10, 4),
-        slots(&tc, bs, 0, 6),
-    );
-    let mut batch = Batch::new();
+    let mut batch = Batch::paged(bs);
     batch
-        .push(SeqInput {
-            tokens: &a[8..],
-            start_pos: 8,
-            slots: &sa,
-            kv: KvLocation::Paged(&ta),
-            logits: LogitsFor::Last,
-        })
-        .push(SeqInput {
-            tokens: &b[10..],
-            start_pos: 10,
-            slots: &sb,
-            kv: KvLocation::Paged(&tb),
-            logits: LogitsFor::All,
-        })
-        .push(SeqInput {
-            tokens: &c,
-            start_pos: 0,
-            slots: &sc,
-            kv: KvLocation::Paged(&tc),
-            logits: LogitsFor::Last,
-        });
+        .push(&a[8..], 8, KvLocation::Paged(&ta), LogitsFor::Last)
+        .unwrap()
+        .push(&b[10..], 10, KvLocation::Paged(&tb), LogitsFor::All)
+        .unwrap()
+        .push(&c, 0, KvLocation::Paged(&tc), LogitsFor::Last)
+        .unwrap();
     let got = model.forward(&batch, &mut cache).unwrap();
     assert_eq!(got.len(), 1 + 4 + 1);
     let expect = [
@@ -121,26 +101,16 @@ fn paged_and_contiguous_stores_give_the_same_logits() {
     let c = model.config();
     let toks = tokens(20, 5);
     let paged = prefill_all(&model, &toks, 16);
-    let mut store = ContiguousKv::new(ContiguousKvConfig {
-        num_layers: c.num_layers,
-        num_kv_heads: c.num_kv_heads,
-        capacity_slots: 64,
-        head_dim: c.head_dim,
-        dtype: DType::F32,
-    })
-    .unwrap();
+    let mut store = ContiguousKv::new(c.kv_shape(DType::F32), 64).unwrap();
     // The sequence owns arena slots 30..50; prefill 12 tokens, then decode the rest.
     let mut rows = Vec::new();
     for (start, end) in [(0, 12)].into_iter().chain((12..20).map(|p| (p, p + 1))) {
-        let s: Vec<usize> = (30 + start..30 + end).collect();
-        let mut batch = Batch::new();
-        batch.push(SeqInput {
-            tokens: &toks[start..end],
-            start_pos: start,
-            slots: &s,
-            kv: KvLocation::Contiguous { start_slot: 30 },
-            logits: LogitsFor::All,
-        });
+        let mut batch = Batch::contiguous();
+        let at = KvLocation::Contiguous { start_slot: 30 };
+        batch
+            .push(&toks[start..end], start, at, LogitsFor::All)
+            .unwrap();
+        assert_eq!(batch.slots(), (30 + start..30 + end).collect::<Vec<_>>());
         let l = model.forward(&batch, &mut store).unwrap();
         rows.extend((0..l.len()).map(|i| l.row(i).to_vec()));
     }
@@ -168,61 +138,60 @@ fn bf16_weights_track_f32() {
 #[test]
 fn bad_batches_are_errors_and_write_nothing() {
     let model = tiny();
+    let max = model.config().max_context;
     let mut cache = paged_cache(model.config(), 4, 4);
     let table = [BlockId(1)];
-    let cases: Vec<(Vec<u32>, usize, Vec<usize>)> = vec![
-        (vec![], 0, vec![]),
-        (vec![1, 2], 0, vec![4]),
-        (vec![300], 0, vec![4]),
-        (vec![1], 1024, vec![4]),
-    ];
-    for (toks, start, s) in &cases {
-        let mut batch = Batch::new();
-        batch.push(SeqInput {
-            tokens: toks,
-            start_pos: *start,
-            slots: s,
-            kv: KvLocation::Paged(&table),
-            logits: LogitsFor::Last,
-        });
+    // A batch refuses what it cannot describe: no new tokens, a table too short.
+    let mut batch = Batch::paged(4);
+    assert!(batch
+        .push(&[], 0, KvLocation::Paged(&table), LogitsFor::Last)
+        .is_err());
+    assert!(batch
+        .push(&[1, 2], 3, KvLocation::Paged(&table), LogitsFor::Last)
+        .is_err());
+    assert!(batch.is_empty());
+    // The model refuses what its own limits exclude, before writing anything: a token
+    // outside the vocabulary, positions past its context.
+    let long = vec![BlockId(1); (max + 1).div_ceil(4)];
+    let cases: [(&[u32], usize, &[BlockId]); 2] = [(&[300], 0, &table), (&[1], max, &long)];
+    for (toks, start, t) in cases {
+        let mut batch = Batch::paged(4);
+        batch
+            .push(toks, start, KvLocation::Paged(t), LogitsFor::Last)
+            .unwrap();
         assert!(
             matches!(
                 model.forward(&batch, &mut cache),
                 Err(ModelError::InvalidBatch(_))
             ),
-            "{toks:?} {start} {s:?}"
+            "{toks:?} {start}"
         );
     }
     for l in 0..model.config().num_layers {
         assert!(cache.read_slot(l, 4).unwrap().0.iter().all(|&x| x == 0.0));
     }
-    // A contiguous location on a paged store, and a slot past the cache, are kernel errors.
-    let mut batch = Batch::new();
-    batch.push(SeqInput {
-        tokens: &[1],
-        start_pos: 0,
-        slots: &[4],
-        kv: KvLocation::Contiguous { start_slot: 0 },
-        logits: LogitsFor::Last,
-    });
+    // A contiguous batch on a paged store, and a block past the cache, are kernel errors.
+    let mut batch = Batch::contiguous();
+    let at = KvLocation::Contiguous { start_slot: 0 };
+    batch.push(&[1], 0, at, LogitsFor::Last).unwrap();
     assert!(matches!(
         model.forward(&batch, &mut cache),
         Err(ModelError::Kernel(_))
     ));
-    let mut batch = Batch::new();
-    batch.push(SeqInput {
-        tokens: &[1],
-        start_pos: 0,
-        slots: &[99],
-        kv: KvLocation::Paged(&table),
-        logits: LogitsFor::Last,
-    });
+    let mut batch = Batch::paged(4);
+    let past = [BlockId(99)];
+    batch
+        .push(&[1], 0, KvLocation::Paged(&past), LogitsFor::Last)
+        .unwrap();
     assert!(matches!(
         model.forward(&batch, &mut cache),
         Err(ModelError::Kernel(_))
     ));
     // An empty batch is fine and returns no rows.
-    assert!(model.forward(&Batch::new(), &mut cache).unwrap().is_empty());
+    assert!(model
+        .forward(&Batch::paged(4), &mut cache)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]

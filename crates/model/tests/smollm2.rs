@@ -7,9 +7,11 @@
 mod common;
 
 use common::{max_diff, model_path, paged_cache, prefill_all, step};
+use pagedattn_engine::argmax;
+use pagedattn_kernels::LogitsFor;
 use pagedattn_kv::BlockId;
 use pagedattn_model::gguf::GgufFile;
-use pagedattn_model::{argmax, LoadOptions, LogitsFor, Model, ModelError};
+use pagedattn_model::{LoadOptions, Model, ModelError};
 use serde::Deserialize;
 use std::sync::OnceLock;
 
@@ -260,7 +262,7 @@ fn inconsistent_metadata_is_an_error_before_any_allocation() {
 
 #[test]
 fn half_precision_kv_cache_still_answers_paris() {
-    use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
+    use pagedattn_kernels::{DType, KvCache};
     let m = model();
     let case = fixture()
         .cases
@@ -271,15 +273,7 @@ fn half_precision_kv_cache_still_answers_paris() {
     let last = case.ids.len() - 1;
     for dtype in [DType::F16, DType::Bf16] {
         let c = m.config();
-        let mut cache = KvCache::new(KvCacheConfig {
-            num_layers: c.num_layers,
-            num_blocks: 2,
-            num_kv_heads: c.num_kv_heads,
-            block_size: 16,
-            head_dim: c.head_dim,
-            dtype,
-        })
-        .unwrap();
+        let mut cache = KvCache::new(c.kv_shape(dtype), 2, 16).unwrap();
         let l = step(m, &mut cache, &[BlockId(1)], &case.ids, 0, LogitsFor::Last);
         assert_eq!(argmax(l.row(0)), case.greedy[0], "{dtype:?}");
         let diff = max_diff(l.row(0), reference.row(last));

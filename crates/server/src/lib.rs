@@ -45,9 +45,10 @@ pub use error::ApiError;
 pub use routes::router;
 pub use state::{AppState, ServerOptions};
 
-use pagedattn_engine::{Engine, EngineConfig, ModelExecutor};
+use pagedattn_engine::{Engine, EngineConfig};
 use pagedattn_kernels::DType;
 use pagedattn_model::{Model, Tokenizer};
+use pagedattn_runner::ModelExecutor;
 use std::future::Future;
 use std::sync::Arc;
 

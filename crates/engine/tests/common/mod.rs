@@ -6,9 +6,9 @@
 //! hit an unwritten slot and fail the step.
 
 use pagedattn_engine::{
-    Batch, EngineConfig, Executor, KvLayout, KvPolicy, LogitsFor, ModelSpec, SchedulerConfig,
-    StepOutput,
+    EngineConfig, Executor, ExecutorError, KvPolicy, ModelSpec, SchedulerConfig, StepOutput,
 };
+use pagedattn_kernels::{Batch, KvLayout, LogitsFor};
 use pagedattn_kv::BlockCopy;
 
 pub const VOCAB: usize = 64;
@@ -62,7 +62,7 @@ impl Executor for Mock {
         }
     }
 
-    fn init_kv(&mut self, layout: KvLayout) -> Result<(), String> {
+    fn init_kv(&mut self, layout: KvLayout) -> Result<(), ExecutorError> {
         let n = match layout {
             KvLayout::Paged {
                 num_blocks,
@@ -77,7 +77,7 @@ impl Executor for Mock {
         Ok(())
     }
 
-    fn copy_blocks(&mut self, copies: &[BlockCopy]) -> Result<(), String> {
+    fn copy_blocks(&mut self, copies: &[BlockCopy]) -> Result<(), ExecutorError> {
         let bs = self.block_size;
         for c in copies {
             let (s, d) = (c.src.index() * bs, c.dst.index() * bs);
@@ -86,39 +86,45 @@ impl Executor for Mock {
         Ok(())
     }
 
-    fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, String> {
+    fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, ExecutorError> {
         self.steps += 1;
         std::thread::sleep(self.step_delay);
         if self.fail_at_step == Some(self.steps) {
-            return Err("injected failure".into());
+            return Err(ExecutorError::failed("injected failure"));
         }
-        self.max_batch = self.max_batch.max(batch.seqs.len());
+        self.max_batch = self.max_batch.max(batch.seqs().len());
+        let bs = self.block_size.max(1);
+        let fail = |m: String| Err(ExecutorError::failed(m));
         // Like a real forward pass: every sequence's K/V is written before anyone attends.
-        for c in &batch.seqs {
-            for (i, &t) in c.tokens.iter().enumerate() {
-                // The engine's slots must be where its addressing puts each position.
-                let slot = c.kv.slot(c.start_pos + i, self.block_size);
-                if c.slots[i] != slot {
-                    return Err(format!(
-                        "slot {} for position {}, expected {slot}",
-                        c.slots[i],
-                        c.start_pos + i
+        for s in batch.seqs() {
+            let start = s.context_len - s.query_len;
+            for i in 0..s.query_len {
+                let row = s.query_start + i;
+                // The batch's slots must be where the location puts each position.
+                let slot = s.kv.slot(start + i, bs);
+                if Some(batch.slots()[row]) != slot {
+                    return fail(format!(
+                        "slot {} for position {}, expected {slot:?}",
+                        batch.slots()[row],
+                        start + i
                     ));
                 }
-                *self.slots.get_mut(slot).ok_or("slot out of range")? = Some(t);
+                match self.slots.get_mut(batch.slots()[row]) {
+                    Some(x) => *x = Some(batch.tokens()[row]),
+                    None => return fail("slot out of range".into()),
+                }
             }
         }
         let mut logits = Vec::new();
-        for (i, c) in batch
-            .seqs
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.logits == LogitsFor::Last)
-        {
+        for (i, (s, &want)) in batch.seqs().iter().zip(batch.logits()).enumerate() {
+            if want != LogitsFor::Last {
+                continue;
+            }
             let mut h = 0x1234_5678u64;
-            for p in 0..c.context_len() {
-                let t = self.slots[c.kv.slot(p, self.block_size)]
-                    .ok_or_else(|| format!("sequence {i}: position {p} was never written"))?;
+            for p in 0..s.context_len {
+                let Some(t) = s.kv.slot(p, bs).and_then(|slot| self.slots[slot]) else {
+                    return fail(format!("sequence {i}: position {p} was never written"));
+                };
                 h = mix(h ^ u64::from(t)).wrapping_add(p as u64);
             }
             logits.extend((0..VOCAB as u64).map(|j| (mix(h ^ (j * 0x9e37)) % 1000) as f32 / 100.0));

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use pagedattn_kernels::{
-    reference_attention, AttentionConfig, ContiguousKv, ContiguousKvConfig, ContiguousSeq, DType,
-    KvCache, KvCacheConfig, PagedSeq, RefSeq, RefShape,
+    reference_attention, AttentionConfig, ContiguousKv, ContiguousSeq, DType, KvCache, KvShape,
+    PagedSeq, RefKv, RefSeq, RefShape,
 };
 use pagedattn_kv::BlockId;
 use rand::rngs::StdRng;
@@ -46,23 +46,27 @@ impl Scenario {
         let num_blocks = blocks_needed + 7;
         let mut ids: Vec<u32> = (0..num_blocks as u32).collect();
         ids.shuffle(&mut rng);
-        let mut cache = KvCache::new(KvCacheConfig {
-            num_layers: 2,
+        let mut cache = KvCache::new(
+            KvShape {
+                num_layers: 2,
+                num_kv_heads: kvh,
+                head_dim: d,
+                dtype: shape.dtype,
+            },
             num_blocks,
-            num_kv_heads: kvh,
-            block_size: bs,
-            head_dim: d,
-            dtype: shape.dtype,
-        })
+            bs,
+        )
         .unwrap();
         let capacity: usize = lens.iter().map(|&(c, _)| c + 3).sum();
-        let mut arena = ContiguousKv::new(ContiguousKvConfig {
-            num_layers: 2,
-            num_kv_heads: kvh,
-            capacity_slots: capacity,
-            head_dim: d,
-            dtype: shape.dtype,
-        })
+        let mut arena = ContiguousKv::new(
+            KvShape {
+                num_layers: 2,
+                num_kv_heads: kvh,
+                head_dim: d,
+                dtype: shape.dtype,
+            },
+            capacity,
+        )
         .unwrap();
         let (mut tables, mut starts, mut ks, mut vs, mut query_starts) =
             (vec![], vec![], vec![], vec![], vec![]);
@@ -148,11 +152,14 @@ impl Scenario {
             .lens
             .iter()
             .enumerate()
-            .map(|(i, &(_, qlen))| RefSeq {
+            .map(|(i, &(ctx, qlen))| RefSeq {
                 query_start: self.query_starts[i],
                 query_len: qlen,
-                k: &self.k[i],
-                v: &self.v[i],
+                context_len: ctx,
+                kv: RefKv {
+                    k: &self.k[i],
+                    v: &self.v[i],
+                },
             })
             .collect();
         let shape = RefShape {

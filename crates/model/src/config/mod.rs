@@ -9,7 +9,7 @@ pub(crate) use gguf::{meta_str, ROPE_FREQS};
 pub use rope_scaling::RopeScaling;
 
 use crate::error::{ModelError, Result};
-use pagedattn_kernels::DType;
+use pagedattn_kernels::{DType, KvShape};
 use serde::{Deserialize, Serialize};
 
 /// How rotary embeddings pair up the elements of a head.
@@ -124,10 +124,15 @@ impl ModelConfig {
         }
     }
 
-    /// Bytes of K and V one token occupies across all layers, stored as `dtype`; divide a
-    /// KV memory budget by this to size the cache.
-    pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
-        2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype.size()
+    /// What one token's K/V are in the cache, stored as `dtype` (its
+    /// [`KvShape::bytes_per_token`] sizes a cache from a memory budget).
+    pub fn kv_shape(&self, dtype: DType) -> KvShape {
+        KvShape {
+            num_layers: self.num_layers,
+            num_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+            dtype,
+        }
     }
 
     /// Width of the query projection (`num_heads * head_dim`).
@@ -260,8 +265,8 @@ mod tests {
         }
         assert!(ModelConfig::named("gpt-5").is_err());
         let c = ModelConfig::named("smollm2-135m").unwrap();
-        // 30 layers x 3 KV heads x 64 x (K and V) x 2 bytes.
-        assert_eq!(c.kv_bytes_per_token(DType::F16), 30 * 3 * 64 * 2 * 2);
+        // SmolLM2-135M: 30 layers of 3 KV heads of 64, K and V, 2 bytes each.
+        assert_eq!(c.kv_shape(DType::F16).bytes_per_token(), 23_040);
         assert!(
             (134_000_000..136_000_000).contains(&c.num_params()),
             "{}",

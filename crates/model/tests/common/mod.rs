@@ -3,9 +3,9 @@
 
 #![allow(dead_code)]
 
-use pagedattn_kernels::{DType, KvCache, KvCacheConfig};
+use pagedattn_kernels::{Batch, DType, KvCache, KvLocation, LogitsFor};
 use pagedattn_kv::BlockId;
-use pagedattn_model::{Batch, KvLocation, Logits, LogitsFor, Model, ModelConfig, SeqInput};
+use pagedattn_model::{Logits, Model, ModelConfig};
 use std::path::PathBuf;
 
 pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -26,22 +26,7 @@ pub fn model_path() -> PathBuf {
 
 /// A paged cache for `config` with `num_blocks` blocks of `block_size`.
 pub fn paged_cache(config: &ModelConfig, num_blocks: usize, block_size: usize) -> KvCache {
-    KvCache::new(KvCacheConfig {
-        num_layers: config.num_layers,
-        num_blocks,
-        num_kv_heads: config.num_kv_heads,
-        block_size,
-        head_dim: config.head_dim,
-        dtype: DType::F32,
-    })
-    .unwrap()
-}
-
-/// Slots of positions `start..start + n` of a sequence with block table `table`.
-pub fn slots(table: &[BlockId], block_size: usize, start: usize, n: usize) -> Vec<usize> {
-    (start..start + n)
-        .map(|p| table[p / block_size].index() * block_size + p % block_size)
-        .collect()
+    KvCache::new(config.kv_shape(DType::F32), num_blocks, block_size).unwrap()
 }
 
 /// Runs `tokens` (at positions `start..`) of one sequence through the paged cache.
@@ -53,16 +38,10 @@ pub fn step(
     start: usize,
     logits: LogitsFor,
 ) -> Logits {
-    let block_size = cache.config().block_size;
-    let s = slots(table, block_size, start, tokens.len());
-    let mut batch = Batch::new();
-    batch.push(SeqInput {
-        tokens,
-        start_pos: start,
-        slots: &s,
-        kv: KvLocation::Paged(table),
-        logits,
-    });
+    let mut batch = Batch::paged(cache.block_size());
+    batch
+        .push(tokens, start, KvLocation::Paged(table), logits)
+        .unwrap();
     model.forward(&batch, cache).unwrap()
 }
 
