@@ -23,7 +23,9 @@ pub const ALL_PATHS: [&str; 7] = [
 pub fn skipped(path: &str) {
     use std::io::Write;
     static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut said = SAID.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut said = SAID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !said.iter().any(|p| p == path) {
         said.push(path.to_string());
         // Once per test binary, written past the harness's capture.

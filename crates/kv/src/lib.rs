@@ -64,5 +64,6 @@ pub use config::{KvConfig, DEFAULT_BLOCK_SIZE};
 pub use contiguous::{ContiguousAllocator, ContiguousStats, Reservation, SizingPolicy};
 pub use error::{KvError, Result};
 pub use ids::{BlockCopy, BlockId, SeqId, TokenId};
+pub use pool::RECENT_COPIES;
 pub use stats::BlockManagerStats;
-pub use view::{PoolCell, PoolView, RECENT_COPIES};
+pub use view::{PoolCell, PoolView};

@@ -12,6 +12,9 @@ use crate::free_queue::FreeQueue;
 use crate::ids::TokenId;
 use crate::prefix::PrefixCache;
 
+/// Copy-on-write targets remembered for the pool view (`PoolView::recent_copies`).
+pub const RECENT_COPIES: usize = 32;
+
 /// Per-block bookkeeping, 8 bytes.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct BlockMeta {
@@ -36,7 +39,7 @@ pub(crate) struct Pool {
     pub(crate) cow_copies: u64,
     /// The latest copy-on-write targets: copy `k` (from 1) went to `recent_copies[(k - 1)
     /// % RECENT_COPIES]`.
-    pub(crate) recent_copies: Box<[u32; crate::view::RECENT_COPIES]>,
+    pub(crate) recent_copies: Box<[u32; RECENT_COPIES]>,
 }
 
 impl Pool {
@@ -51,7 +54,7 @@ impl Pool {
             reused_allocations: 0,
             frees: 0,
             cow_copies: 0,
-            recent_copies: Box::new([0; crate::view::RECENT_COPIES]),
+            recent_copies: Box::new([0; RECENT_COPIES]),
         }
     }
 
@@ -170,7 +173,7 @@ impl Pool {
         if let Some(c) = &mut self.cache {
             c.copy_tokens(src, dst);
         }
-        self.recent_copies[(self.cow_copies % crate::view::RECENT_COPIES as u64) as usize] = dst;
+        self.recent_copies[(self.cow_copies % RECENT_COPIES as u64) as usize] = dst;
         self.cow_copies += 1;
     }
 

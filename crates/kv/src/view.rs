@@ -5,10 +5,8 @@
 
 use crate::block_manager::BlockManager;
 use crate::ids::SeqId;
+use crate::pool::RECENT_COPIES;
 use serde::{Deserialize, Serialize};
-
-/// Copy-on-write targets remembered for [`PoolView::recent_copies`].
-pub const RECENT_COPIES: usize = 32;
 
 /// The blocks of one cell of a [`PoolView`], counted by state. Every block is in exactly
 /// one of `free`, `cached_free`, `used` and `shared`.

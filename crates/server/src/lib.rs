@@ -40,7 +40,8 @@ mod state;
 mod text;
 
 pub use chat::ChatTemplate;
-pub use dashboard::{DashboardState, PICTURE_TTL};
+pub use dashboard::picture::DashboardState;
+pub use dashboard::PICTURE_TTL;
 pub use error::ApiError;
 pub use routes::router;
 pub use state::{AppState, ServerOptions};

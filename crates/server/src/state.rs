@@ -53,9 +53,9 @@ pub struct AppState {
     /// Unix seconds at start (`created` of `/v1/models`).
     pub created: u64,
     /// The dashboard's latest picture of the pool.
-    pub dashboard: crate::dashboard::PictureCache,
+    pub dashboard: crate::dashboard::picture::PictureCache,
     /// The dashboard's time series.
-    pub history: crate::dashboard::History,
+    pub history: crate::dashboard::history::History,
 }
 
 impl AppState {
@@ -84,8 +84,8 @@ impl AppState {
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            dashboard: crate::dashboard::PictureCache::default(),
-            history: crate::dashboard::History::default(),
+            dashboard: crate::dashboard::picture::PictureCache::default(),
+            history: crate::dashboard::history::History::default(),
         })
     }
 

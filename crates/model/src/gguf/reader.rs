@@ -1,8 +1,8 @@
 //! The byte-level reader of a GGUF file: every length, count and offset checked against the
 //! bytes that remain, with checked arithmetic, before anything is allocated.
 
-use super::{Array, TensorInfo, Value, ARRAY_TYPE, MAX_DIMS};
 use crate::error::{ModelError, Result};
+use crate::gguf::value::{Array, TensorInfo, Value, ARRAY_TYPE, MAX_DIMS};
 use crate::quant::GgmlType;
 use std::fmt::Display;
 

@@ -1,6 +1,7 @@
 //! Tokenizers from GGUF metadata: the model `tokenizer.ggml.model` names (`gpt2`, or
 //! `llama` in `spm.rs`), with `gpt2`'s pre-tokenizers.
 
+use super::gguf_meta::{gguf_bool, TOKEN_TYPE_CONTROL};
 use super::spm::spm_tokenizer;
 use super::{default_system_prompt, piece_decoder, tok_err, Tokenizer};
 use crate::config::meta_str;
@@ -14,24 +15,10 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::AddedToken;
 use tokenizers::SplitDelimiterBehavior;
 
-/// llama.cpp's token types (`tokenizer.ggml.token_type`).
-pub(super) const TOKEN_TYPE_UNKNOWN: u64 = 2;
-pub(super) const TOKEN_TYPE_CONTROL: u64 = 3;
-pub(super) const TOKEN_TYPE_USER_DEFINED: u64 = 4;
-
 /// Llama 3's split pattern (GGUF pre-tokenizer `llama-bpe`): digits in runs of up to three.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split pattern (GGUF pre-tokenizer `qwen2`): as Llama 3's, one digit at a time.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-/// A GGUF boolean that may be absent.
-pub(super) fn gguf_bool(file: &GgufFile, key: &str, default: bool) -> Result<bool> {
-    match file.get(key) {
-        None => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(tok_err(format!("{key} {v:?} is not a boolean"))),
-    }
-}
 
 impl Tokenizer {
     /// Builds the tokenizer described by a GGUF file's metadata (`tokenizer.ggml.model`

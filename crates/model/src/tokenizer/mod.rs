@@ -22,6 +22,7 @@
 //! `tokenizer_config.json`, end-of-sequence ids from `generation_config.json`.
 
 mod gguf;
+mod gguf_meta;
 mod hf_dir;
 mod spm;
 mod stream;

@@ -2,7 +2,9 @@
 //! Mistral 7B, TinyLlama), built as Hugging Face's `LlamaConverter` builds a legacy Llama
 //! `tokenizer.json`.
 
-use super::gguf::{gguf_bool, TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_USER_DEFINED};
+use super::gguf_meta::{
+    gguf_bool, TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_USER_DEFINED,
+};
 use super::tok_err;
 use crate::error::Result;
 use crate::gguf::{Array, GgufFile, Value};
