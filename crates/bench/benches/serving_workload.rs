@@ -33,23 +33,19 @@ impl World {
     fn new(n: usize, avg: usize) -> Self {
         // Room for every sequence at its longest, plus growth over the measured rounds.
         let blocks = n * (avg + 32 + 200).div_ceil(BLOCK) + 64;
+        let shape = KvShape {
+            num_layers: 1,
+            num_kv_heads: HEADS,
+            head_dim: DIM,
+            dtype: DType::F32,
+        };
         let kv = BlockManager::new(
             KvConfig::new(blocks)
                 .with_block_size(BLOCK)
-                .with_shape(1, HEADS, DIM, 4),
+                .with_bytes_per_token(shape.bytes_per_token()),
         )
         .expect("valid config");
-        let cache = KvCache::new(
-            KvShape {
-                num_layers: 1,
-                num_kv_heads: HEADS,
-                head_dim: DIM,
-                dtype: DType::F32,
-            },
-            blocks,
-            BLOCK,
-        )
-        .expect("cache fits in memory");
+        let cache = KvCache::new(shape, blocks, BLOCK).expect("cache fits in memory");
         let mut rng = StdRng::seed_from_u64(42);
         let row = (0..HEADS * DIM)
             .map(|_| rng.random::<f32>() - 0.5)

@@ -8,7 +8,8 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pagedattn_bench::workload::MAX_DRAWS_PER_REQUEST;
-use pagedattn_kv::{BlockManager, ContiguousAllocator, KvConfig, KvError, SeqId, SizingPolicy};
+use pagedattn_kernels::{DType, KvShape};
+use pagedattn_kv::{BlockManager, ContiguousAllocator, ContiguousSizing, KvConfig, KvError, SeqId};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, LogNormal};
@@ -280,9 +281,15 @@ pub fn run(args: &KvArgs) -> Result<()> {
     }
     let reqs = workload(args.requests, args.max_len, args.seed)?;
     // SmolLM2-135M's shape for the byte accounting: 30 layers, 3 KV heads x 64, f32.
+    let shape = KvShape {
+        num_layers: 30,
+        num_kv_heads: 3,
+        head_dim: 64,
+        dtype: DType::F32,
+    };
     let cfg = KvConfig::new(kv_tokens / args.block_size)
         .with_block_size(args.block_size)
-        .with_shape(30, 3, 64, 4);
+        .with_bytes_per_token(shape.bytes_per_token());
     let mut results = Vec::new();
     let mut paged = Paged {
         m: BlockManager::new(cfg.clone())?,
@@ -293,12 +300,13 @@ pub fn run(args: &KvArgs) -> Result<()> {
     o.block_reuse = st.block_reuse_rate;
     o.metadata_overhead = st.metadata_overhead;
     results.push(o);
-    for (name, policy) in [
-        ("contiguous-max", SizingPolicy::Max(args.max_len)),
-        ("contiguous-pow2", SizingPolicy::Pow2),
-        ("contiguous-oracle", SizingPolicy::Oracle),
+    for (name, sizing) in [
+        ("contiguous-max", ContiguousSizing::Max),
+        ("contiguous-pow2", ContiguousSizing::Pow2),
+        ("contiguous-oracle", ContiguousSizing::Oracle),
     ] {
-        let mut c = Contiguous(ContiguousAllocator::from_config(&cfg, policy)?);
+        let arena = ContiguousAllocator::from_config(&cfg, sizing, args.max_len)?;
+        let mut c = Contiguous(arena);
         let mut o = simulate(name, &mut c, &reqs)?;
         o.metadata_overhead = c.0.stats().metadata_overhead;
         results.push(o);

@@ -8,7 +8,9 @@
 use crate::error::{EngineError, Result};
 use crate::ids::{SeqId, TokenId};
 use pagedattn_kernels::{Batch, KvLayout, KvLocation};
-use pagedattn_kv::{BlockCopy, BlockManager, ContiguousAllocator, KvConfig, KvError, SizingPolicy};
+use pagedattn_kv::{
+    BlockCopy, BlockManager, ContiguousAllocator, ContiguousSizing, KvConfig, KvError,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -22,18 +24,6 @@ pub enum KvPolicy {
     PagedPrefixCache,
     /// One contiguous run per sequence, reserved at admission (never grows).
     Contiguous(ContiguousSizing),
-}
-
-/// How large a contiguous reservation is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ContiguousSizing {
-    /// The maximum model length.
-    Max,
-    /// The next power of two of the final length.
-    Pow2,
-    /// Exactly the final length (prompt + max_tokens: exact when output is forced to
-    /// max_tokens, as in benchmarks).
-    Oracle,
 }
 
 impl KvPolicy {
@@ -157,7 +147,7 @@ impl KvSpace {
             KvPolicy::Paged | KvPolicy::PagedPrefixCache => {
                 max_len.div_ceil(block_size) * block_size
             }
-            KvPolicy::Contiguous(s) => sizing(s, max_len).slots_for(max_len),
+            KvPolicy::Contiguous(s) => s.slots_for(max_len, max_len),
         };
         if capacity < needed || capacity == 0 {
             return Err(EngineError::KvCapacityTooSmall {
@@ -167,10 +157,9 @@ impl KvSpace {
                 needed_tokens: needed,
             });
         }
-        // Byte accounting only: one "layer" whose head is the whole token's K/V.
         let cfg = KvConfig::new(num_blocks)
             .with_block_size(block_size)
-            .with_shape(1, 1, kv_bytes_per_token.div_ceil(2) as usize, 1)
+            .with_bytes_per_token(kv_bytes_per_token)
             .with_prefix_caching(policy == KvPolicy::PagedPrefixCache);
         Ok(match policy {
             KvPolicy::Paged | KvPolicy::PagedPrefixCache => (
@@ -183,7 +172,8 @@ impl KvSpace {
             KvPolicy::Contiguous(s) => (
                 Self::Contiguous(ContiguousAllocator::new(
                     capacity,
-                    sizing(s, max_len),
+                    s,
+                    max_len,
                     kv_bytes_per_token,
                 )?),
                 KvLayout::Contiguous { slots: capacity },
@@ -358,13 +348,5 @@ impl KvSpace {
             Self::Paged(m) => Some(m),
             Self::Contiguous(_) => None,
         }
-    }
-}
-
-fn sizing(s: ContiguousSizing, max_len: usize) -> SizingPolicy {
-    match s {
-        ContiguousSizing::Max => SizingPolicy::Max(max_len),
-        ContiguousSizing::Pow2 => SizingPolicy::Pow2,
-        ContiguousSizing::Oracle => SizingPolicy::Oracle,
     }
 }

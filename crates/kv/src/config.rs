@@ -1,5 +1,5 @@
-//! What a KV cache looks like: pool size, block size, and the model shape used to turn
-//! blocks into bytes for the memory accounting.
+//! What a KV cache looks like: pool size, block size, and the bytes one token's K/V take
+//! (for the memory accounting).
 
 use crate::error::{KvError, Result};
 use serde::{Deserialize, Serialize};
@@ -7,40 +7,35 @@ use serde::{Deserialize, Serialize};
 /// Tokens per block unless configured otherwise (vLLM's default too).
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
 
+/// Bytes of K and V per token of the seed benchmark's model (32 layers, 32 KV heads of 128,
+/// f32; 1 MiB), what [`KvConfig::new`] assumes until told otherwise.
+pub const SEED_KV_BYTES_PER_TOKEN: u64 = 1 << 20;
+
 /// Configuration of a [`BlockManager`](crate::BlockManager).
 ///
-/// `num_layers`, `num_kv_heads`, `head_dim` and `elem_bytes` do not change how blocks are
-/// managed; they say how many bytes one token's K and V take, so stats can report KV bytes
-/// and the metadata overhead relative to them.
+/// `bytes_per_token` does not change how blocks are managed; it says how many bytes one
+/// token's K and V take (a store's `KvShape::bytes_per_token` in the kernels crate), so
+/// stats can report KV bytes and the metadata overhead relative to them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvConfig {
     /// Blocks in the pool.
     pub num_blocks: usize,
     /// Tokens per block.
     pub block_size: usize,
-    /// Transformer layers (each stores its own K and V per token).
-    pub num_layers: usize,
-    /// Key/value heads per layer.
-    pub num_kv_heads: usize,
-    /// Elements per head vector.
-    pub head_dim: usize,
-    /// Bytes per stored element (4 for f32, 2 for f16/bf16).
-    pub elem_bytes: usize,
+    /// Bytes of K and V one token occupies across all layers.
+    pub bytes_per_token: u64,
     /// Keep full blocks addressable by their token prefix for reuse by later prompts.
     pub enable_prefix_caching: bool,
 }
 
 impl KvConfig {
-    /// A pool of `num_blocks` blocks of [`DEFAULT_BLOCK_SIZE`] tokens for the seed's model
-    /// shape (32 layers, 32 KV heads, head_dim 128, f32), prefix caching off.
+    /// A pool of `num_blocks` blocks of [`DEFAULT_BLOCK_SIZE`] tokens of
+    /// [`SEED_KV_BYTES_PER_TOKEN`] bytes, prefix caching off.
     pub fn new(num_blocks: usize) -> Self {
         Self {
             num_blocks,
             block_size: DEFAULT_BLOCK_SIZE,
-            num_layers: 32,
-            num_kv_heads: 32,
-            head_dim: 128,
-            elem_bytes: 4,
+            bytes_per_token: SEED_KV_BYTES_PER_TOKEN,
             enable_prefix_caching: false,
         }
     }
@@ -52,19 +47,10 @@ impl KvConfig {
         self
     }
 
-    /// Sets the model shape used for byte accounting.
+    /// Sets the bytes of K and V per token, for the byte accounting.
     #[must_use]
-    pub fn with_shape(
-        mut self,
-        num_layers: usize,
-        num_kv_heads: usize,
-        head_dim: usize,
-        elem_bytes: usize,
-    ) -> Self {
-        self.num_layers = num_layers;
-        self.num_kv_heads = num_kv_heads;
-        self.head_dim = head_dim;
-        self.elem_bytes = elem_bytes;
+    pub fn with_bytes_per_token(mut self, bytes_per_token: u64) -> Self {
+        self.bytes_per_token = bytes_per_token;
         self
     }
 
@@ -75,17 +61,11 @@ impl KvConfig {
         self
     }
 
-    /// Bytes of K and V one token occupies across all layers.
-    pub fn kv_bytes_per_token(&self) -> u64 {
-        2 * self.num_layers as u64
-            * self.num_kv_heads as u64
-            * self.head_dim as u64
-            * self.elem_bytes as u64
-    }
-
-    /// Bytes of K and V the whole pool holds.
+    /// Bytes of K and V the whole pool holds (saturating).
     pub fn kv_bytes(&self) -> u64 {
-        self.kv_bytes_per_token() * self.num_blocks as u64 * self.block_size as u64
+        self.bytes_per_token
+            .saturating_mul(self.num_blocks as u64)
+            .saturating_mul(self.block_size as u64)
     }
 
     /// Checks that the configuration describes a cache this crate can manage.
@@ -104,23 +84,13 @@ impl KvConfig {
         if self.block_size > u16::MAX as usize {
             return bad("block_size must be at most 65535");
         }
-        if self.num_layers == 0 || self.num_kv_heads == 0 || self.head_dim == 0 {
-            return bad("num_layers, num_kv_heads and head_dim must be at least 1");
+        if self.bytes_per_token == 0 {
+            return bad("bytes_per_token must be at least 1");
         }
-        if ![1, 2, 4, 8].contains(&self.elem_bytes) {
-            return bad("elem_bytes must be 1, 2, 4 or 8");
-        }
-        let total = [
-            2,
-            self.num_layers,
-            self.num_kv_heads,
-            self.head_dim,
-            self.elem_bytes,
-            self.num_blocks,
-            self.block_size,
-        ]
-        .iter()
-        .try_fold(1u64, |acc, &x| acc.checked_mul(x as u64));
+        let total = self
+            .bytes_per_token
+            .checked_mul(self.num_blocks as u64)
+            .and_then(|b| b.checked_mul(self.block_size as u64));
         if total.is_none() {
             return bad("total KV bytes overflow 64 bits");
         }

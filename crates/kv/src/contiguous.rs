@@ -2,8 +2,8 @@
 //!
 //! This is how a serving system without paging stores KV (FasterTransformer, Orca): each
 //! request gets one contiguous region sized up front, because a tensor per sequence cannot
-//! grow in place. The [`SizingPolicy`] says how large:
-//! - `Max(max_len)`: the model's maximum length (Orca-Max);
+//! grow in place. The [`ContiguousSizing`] says how large:
+//! - `Max`: the maximum sequence length (Orca-Max);
 //! - `Pow2`: the next power of two of the final length (Orca-Pow2);
 //! - `Oracle`: exactly the final length, as if every output length were known in advance.
 //!
@@ -21,21 +21,23 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How many slots a sequence reserves at admission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SizingPolicy {
-    /// Always this many (the maximum model length).
-    Max(usize),
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ContiguousSizing {
+    /// The maximum sequence length, whatever the sequence.
+    Max,
     /// The next power of two of the final length.
     Pow2,
-    /// Exactly the final length.
+    /// Exactly the final length (prompt + max_tokens: exact when output is forced to
+    /// max_tokens, as in benchmarks).
     Oracle,
 }
 
-impl SizingPolicy {
-    /// Slots reserved for a sequence that will end at `final_len` tokens.
-    pub fn slots_for(self, final_len: usize) -> usize {
+impl ContiguousSizing {
+    /// Slots reserved for a sequence that will end at `final_len` tokens, where no sequence
+    /// is longer than `max_len`.
+    pub fn slots_for(self, final_len: usize, max_len: usize) -> usize {
         match self {
-            Self::Max(m) => m,
+            Self::Max => max_len,
             Self::Pow2 => final_len.max(1).next_power_of_two(),
             Self::Oracle => final_len.max(1),
         }
@@ -97,7 +99,8 @@ pub struct ContiguousStats {
 #[derive(Clone, Debug)]
 pub struct ContiguousAllocator {
     capacity: usize,
-    policy: SizingPolicy,
+    sizing: ContiguousSizing,
+    max_len: usize,
     kv_bytes_per_token: u64,
     /// Free runs by start slot -> length. Neighbouring runs are always merged.
     runs: BTreeMap<usize, usize>,
@@ -113,14 +116,20 @@ pub struct ContiguousAllocator {
 }
 
 impl ContiguousAllocator {
-    /// An arena of `capacity` slots, each `kv_bytes_per_token` bytes of K and V.
-    pub fn new(capacity: usize, policy: SizingPolicy, kv_bytes_per_token: u64) -> Result<Self> {
+    /// An arena of `capacity` slots, each `kv_bytes_per_token` bytes of K and V, whose
+    /// sequences reserve by `sizing` and are at most `max_len` tokens long.
+    pub fn new(
+        capacity: usize,
+        sizing: ContiguousSizing,
+        max_len: usize,
+        kv_bytes_per_token: u64,
+    ) -> Result<Self> {
         if capacity == 0 {
             return Err(KvError::InvalidConfig(
                 "capacity must be at least 1 slot".into(),
             ));
         }
-        if let SizingPolicy::Max(0) = policy {
+        if max_len == 0 {
             return Err(KvError::InvalidConfig(
                 "max length must be at least 1".into(),
             ));
@@ -132,7 +141,8 @@ impl ContiguousAllocator {
         }
         let mut a = Self {
             capacity,
-            policy,
+            sizing,
+            max_len,
             kv_bytes_per_token,
             runs: BTreeMap::new(),
             by_len: BTreeSet::new(),
@@ -149,18 +159,28 @@ impl ContiguousAllocator {
     }
 
     /// An arena with the same token capacity and byte accounting as a block pool.
-    pub fn from_config(config: &KvConfig, policy: SizingPolicy) -> Result<Self> {
+    pub fn from_config(
+        config: &KvConfig,
+        sizing: ContiguousSizing,
+        max_len: usize,
+    ) -> Result<Self> {
         config.validate()?;
         Self::new(
             config.num_blocks * config.block_size,
-            policy,
-            config.kv_bytes_per_token(),
+            sizing,
+            max_len,
+            config.bytes_per_token,
         )
     }
 
-    /// The sizing policy.
-    pub fn policy(&self) -> SizingPolicy {
-        self.policy
+    /// How sequences reserve.
+    pub fn sizing(&self) -> ContiguousSizing {
+        self.sizing
+    }
+
+    /// Slots a sequence ending at `final_len` tokens reserves.
+    pub fn slots_for(&self, final_len: usize) -> usize {
+        self.sizing.slots_for(final_len, self.max_len)
     }
 
     /// Slots in the arena.
@@ -175,7 +195,7 @@ impl ContiguousAllocator {
 
     /// Whether a sequence ending at `final_len` tokens could be admitted now.
     pub fn can_reserve(&self, final_len: usize) -> bool {
-        self.policy.slots_for(final_len) <= self.largest_free_run()
+        self.slots_for(final_len) <= self.largest_free_run()
     }
 
     /// The reservation of `seq`.
@@ -203,12 +223,12 @@ impl ContiguousAllocator {
     }
 
     /// Reserves a run for `seq`, which will end at `final_len` tokens (prompt + output),
-    /// sized by the policy; first fit in address order.
+    /// sized by [`ContiguousAllocator::slots_for`]; first fit in address order.
     pub fn reserve(&mut self, seq: SeqId, final_len: usize) -> Result<Reservation> {
         if self.seqs.contains_key(&seq) {
             return Err(KvError::SequenceExists(seq));
         }
-        let need = self.policy.slots_for(final_len);
+        let need = self.slots_for(final_len);
         let Some((&start, &len)) = self.runs.iter().find(|(_, &len)| len >= need) else {
             if need <= self.free_slots {
                 self.fragmentation_failures += 1;

@@ -60,8 +60,8 @@ mod view;
 
 pub use block_manager::{AppendOutcome, BlockManager, PrefixMatch};
 pub use block_table::{BlockTable, BlockTableStats, SeqBlocks};
-pub use config::{KvConfig, DEFAULT_BLOCK_SIZE};
-pub use contiguous::{ContiguousAllocator, ContiguousStats, Reservation, SizingPolicy};
+pub use config::{KvConfig, DEFAULT_BLOCK_SIZE, SEED_KV_BYTES_PER_TOKEN};
+pub use contiguous::{ContiguousAllocator, ContiguousSizing, ContiguousStats, Reservation};
 pub use error::{KvError, Result};
 pub use ids::{BlockCopy, BlockId, SeqId, TokenId};
 pub use pool::RECENT_COPIES;

@@ -2,38 +2,38 @@
 //! a slot-by-slot reference arena (first fit = the lowest address with enough free slots
 //! in a row, which also proves free runs are coalesced).
 
-use pagedattn_kv::{ContiguousAllocator, KvConfig, KvError, SeqId, SizingPolicy};
+use pagedattn_kv::{ContiguousAllocator, ContiguousSizing, KvConfig, KvError, SeqId};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
 #[test]
 fn policies_size_reservations() {
-    assert_eq!(SizingPolicy::Max(2048).slots_for(100), 2048);
-    assert_eq!(SizingPolicy::Pow2.slots_for(100), 128);
-    assert_eq!(SizingPolicy::Pow2.slots_for(128), 128);
-    assert_eq!(SizingPolicy::Oracle.slots_for(100), 100);
-    assert_eq!(SizingPolicy::Oracle.slots_for(0), 1);
+    assert_eq!(ContiguousSizing::Max.slots_for(100, 2048), 2048);
+    assert_eq!(ContiguousSizing::Pow2.slots_for(100, 2048), 128);
+    assert_eq!(ContiguousSizing::Pow2.slots_for(128, 2048), 128);
+    assert_eq!(ContiguousSizing::Oracle.slots_for(100, 2048), 100);
+    assert_eq!(ContiguousSizing::Oracle.slots_for(0, 2048), 1);
 }
 
 #[test]
 fn rejects_invalid_arenas() {
     assert!(matches!(
-        ContiguousAllocator::new(0, SizingPolicy::Oracle, 1),
+        ContiguousAllocator::new(0, ContiguousSizing::Oracle, 64, 1),
         Err(KvError::InvalidConfig(_))
     ));
     assert!(matches!(
-        ContiguousAllocator::new(10, SizingPolicy::Max(0), 1),
+        ContiguousAllocator::new(10, ContiguousSizing::Max, 0, 1),
         Err(KvError::InvalidConfig(_))
     ));
     assert!(matches!(
-        ContiguousAllocator::new(1 << 40, SizingPolicy::Oracle, u64::MAX / 2),
+        ContiguousAllocator::new(1 << 40, ContiguousSizing::Oracle, 64, u64::MAX / 2),
         Err(KvError::InvalidConfig(_))
     ));
 }
 
 #[test]
 fn external_fragmentation_is_real() {
-    let mut a = ContiguousAllocator::new(100, SizingPolicy::Oracle, 8).unwrap();
+    let mut a = ContiguousAllocator::new(100, ContiguousSizing::Oracle, 100, 8).unwrap();
     for s in 0..5 {
         a.reserve(SeqId(s), 20).unwrap();
     }
@@ -64,8 +64,10 @@ fn external_fragmentation_is_real() {
 
 #[test]
 fn internal_fragmentation_and_errors() {
-    let cfg = KvConfig::new(8).with_block_size(16);
-    let mut a = ContiguousAllocator::from_config(&cfg, SizingPolicy::Max(64)).unwrap();
+    let cfg = KvConfig::new(8)
+        .with_block_size(16)
+        .with_bytes_per_token(100);
+    let mut a = ContiguousAllocator::from_config(&cfg, ContiguousSizing::Max, 64).unwrap();
     assert_eq!(a.capacity(), 128);
     let r = a.reserve(SeqId(1), 10).unwrap();
     assert_eq!((r.start, r.len), (0, 64));
@@ -80,7 +82,8 @@ fn internal_fragmentation_and_errors() {
         (64, 10, 54)
     );
     assert!((st.utilization - 10.0 / 64.0).abs() < 1e-12);
-    assert_eq!(st.kv_bytes, 128 * cfg.kv_bytes_per_token());
+    // 128 slots of 100 bytes.
+    assert_eq!(st.kv_bytes, 12_800);
     assert_eq!(
         a.reserve(SeqId(1), 5),
         Err(KvError::SequenceExists(SeqId(1)))
@@ -123,15 +126,16 @@ const CAP: usize = 100;
 
 // The reference check reads clearer as "exists? else insert" than through the entry API.
 #[allow(clippy::map_entry)]
-fn run(policy: SizingPolicy, ops: &[Op]) {
-    let mut a = ContiguousAllocator::new(CAP, policy, 4).unwrap();
+fn run(sizing: ContiguousSizing, ops: &[Op]) {
+    const MAX_LEN: usize = 24;
+    let mut a = ContiguousAllocator::new(CAP, sizing, MAX_LEN, 4).unwrap();
     let mut slots = [false; CAP]; // reference arena: slot taken?
     let mut seqs: BTreeMap<u64, (usize, usize, usize)> = BTreeMap::new(); // start, len, used
     for op in ops {
         let mut before = a.stats();
         match *op {
             Op::Reserve { seq, final_len } => {
-                let need = policy.slots_for(final_len);
+                let need = sizing.slots_for(final_len, MAX_LEN);
                 let first_fit = (0..CAP.saturating_sub(need - 1))
                     .find(|&s| slots[s..s + need].iter().all(|x| !x));
                 let r = a.reserve(SeqId(seq), final_len);
@@ -197,16 +201,16 @@ proptest! {
 
     #[test]
     fn oracle_matches_reference(ops in prop::collection::vec(op(), 1..150)) {
-        run(SizingPolicy::Oracle, &ops);
+        run(ContiguousSizing::Oracle, &ops);
     }
 
     #[test]
     fn pow2_matches_reference(ops in prop::collection::vec(op(), 1..150)) {
-        run(SizingPolicy::Pow2, &ops);
+        run(ContiguousSizing::Pow2, &ops);
     }
 
     #[test]
     fn max_matches_reference(ops in prop::collection::vec(op(), 1..150)) {
-        run(SizingPolicy::Max(24), &ops);
+        run(ContiguousSizing::Max, &ops);
     }
 }

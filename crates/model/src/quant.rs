@@ -1,8 +1,8 @@
 //! GGML element types and their dequantization to f32.
 //!
-//! Quantized types store 32 values per block with an f16 scale (`Q4_0`, `Q4_1`, `Q8_0`);
-//! their layouts and dequantization live with the products that read them
-//! ([`pagedattn_kernels::QuantType`]).
+//! A tensor is floats (`F32`, `F16`, `BF16`) or blocks of a quantized type; the quantized
+//! types, their block layouts and their dequantization live with the products that read
+//! them ([`pagedattn_kernels::QuantType`]).
 
 use crate::error::{ModelError, Result};
 use half::f16;
@@ -12,9 +12,6 @@ use rayon::prelude::*;
 /// Blocks per rayon task when dequantizing.
 const BLOCKS_PER_TASK: usize = 1024;
 
-/// Values per quantization block.
-pub const QK: usize = 32;
-
 /// The tensor element types this crate can read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GgmlType {
@@ -22,20 +19,10 @@ pub enum GgmlType {
     F32,
     /// IEEE half.
     F16,
-    /// 4-bit with per-block scale, offset 8.
-    Q4_0,
-    /// 4-bit with per-block scale and minimum.
-    Q4_1,
-    /// 8-bit with per-block scale.
-    Q8_0,
-    /// 4-bit k-quant (256 values per block).
-    Q4K,
-    /// 5-bit k-quant.
-    Q5K,
-    /// 6-bit k-quant.
-    Q6K,
     /// bfloat16.
     Bf16,
+    /// Blocks of a quantized type.
+    Quant(QuantType),
 }
 
 impl GgmlType {
@@ -44,13 +31,13 @@ impl GgmlType {
         Some(match id {
             0 => Self::F32,
             1 => Self::F16,
-            2 => Self::Q4_0,
-            3 => Self::Q4_1,
-            8 => Self::Q8_0,
-            12 => Self::Q4K,
-            13 => Self::Q5K,
-            14 => Self::Q6K,
             30 => Self::Bf16,
+            2 => Self::Quant(QuantType::Q4_0),
+            3 => Self::Quant(QuantType::Q4_1),
+            8 => Self::Quant(QuantType::Q8_0),
+            12 => Self::Quant(QuantType::Q4K),
+            13 => Self::Quant(QuantType::Q5K),
+            14 => Self::Quant(QuantType::Q6K),
             _ => return None,
         })
     }
@@ -70,39 +57,26 @@ impl GgmlType {
 
     /// GGML's name for the type.
     pub const fn name(self) -> &'static str {
-        match (self, self.quant()) {
-            (_, Some(q)) => q.name(),
-            (Self::F16, None) => "F16",
-            (Self::Bf16, None) => "BF16",
-            _ => "F32",
+        match self {
+            Self::F32 => "F32",
+            Self::F16 => "F16",
+            Self::Bf16 => "BF16",
+            Self::Quant(q) => q.name(),
         }
     }
 
     /// Bytes holding `elems` values, or `None` if `elems` is not a whole number of blocks
     /// or the size does not fit in `usize`.
     pub fn byte_size(self, elems: usize) -> Option<usize> {
-        match self.quant() {
-            None if self == Self::F32 => elems.checked_mul(4),
-            None => elems.checked_mul(2),
+        match self {
+            Self::F32 => elems.checked_mul(4),
+            Self::F16 | Self::Bf16 => elems.checked_mul(2),
             // Checked: 34 bytes per 32 values can wrap to a small size that would pass the
             // file's bounds check (found by the cargo-fuzz target).
-            Some(q) => elems
+            Self::Quant(q) => elems
                 .is_multiple_of(q.block_values())
                 .then(|| (elems / q.block_values()).checked_mul(q.block_bytes()))
                 .flatten(),
-        }
-    }
-
-    /// The block type the products read, for the quantized types.
-    pub const fn quant(self) -> Option<QuantType> {
-        match self {
-            Self::F32 | Self::F16 | Self::Bf16 => None,
-            Self::Q4_0 => Some(QuantType::Q4_0),
-            Self::Q4_1 => Some(QuantType::Q4_1),
-            Self::Q8_0 => Some(QuantType::Q8_0),
-            Self::Q4K => Some(QuantType::Q4K),
-            Self::Q5K => Some(QuantType::Q5K),
-            Self::Q6K => Some(QuantType::Q6K),
         }
     }
 }
@@ -119,10 +93,10 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
         )));
     }
     // Chunks of whole blocks, so every type can be split the same way across threads.
-    let (block_bytes, block_elems) = match kind.quant() {
-        None if kind == GgmlType::F32 => (4, 1),
-        None => (2, 1),
-        Some(q) => (q.block_bytes(), q.block_values()),
+    let (block_bytes, block_elems) = match kind {
+        GgmlType::F32 => (4, 1),
+        GgmlType::F16 | GgmlType::Bf16 => (2, 1),
+        GgmlType::Quant(q) => (q.block_bytes(), q.block_values()),
     };
 
     out.par_chunks_mut(block_elems * BLOCKS_PER_TASK)
@@ -146,16 +120,8 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
                 }
                 Ok(())
             }
-            GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q8_0
-            | GgmlType::Q4K
-            | GgmlType::Q5K
-            | GgmlType::Q6K => {
-                let ty = kind.quant().expect("a quantized type");
-                // Whole blocks of the checked total: the lengths agree.
-                dequantize_blocks(ty, b, o).map_err(ModelError::Kernel)
-            }
+            // Whole blocks of the checked total: the lengths agree.
+            GgmlType::Quant(q) => dequantize_blocks(q, b, o).map_err(ModelError::Kernel),
         })
 }
 
@@ -163,6 +129,7 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
 #[allow(clippy::float_cmp)] // dequantized values are exact here
 mod tests {
     use super::*;
+    use pagedattn_kernels::QK;
 
     #[test]
     fn block_type_sizes_that_would_overflow_are_none() {
@@ -171,11 +138,15 @@ mod tests {
         // bogus size without).
         let huge = usize::MAX / QK * QK;
         // (Q4_1's 20 bytes per 32 values cannot overflow.)
-        for kind in [GgmlType::Q8_0, GgmlType::F32, GgmlType::F16] {
+        for kind in [
+            GgmlType::Quant(QuantType::Q8_0),
+            GgmlType::F32,
+            GgmlType::F16,
+        ] {
             assert_eq!(kind.byte_size(huge), None, "{kind:?}");
         }
-        assert_eq!(GgmlType::Q8_0.byte_size(64), Some(68));
-        assert_eq!(GgmlType::Q4_1.byte_size(33), None);
+        assert_eq!(GgmlType::Quant(QuantType::Q8_0).byte_size(64), Some(68));
+        assert_eq!(GgmlType::Quant(QuantType::Q4_1).byte_size(33), None);
     }
 
     #[test]
@@ -185,7 +156,7 @@ mod tests {
         b.extend_from_slice(&f16::from_f32(-1.0).to_le_bytes());
         b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
         let mut out = vec![0.0; QK];
-        dequantize(GgmlType::Q4_1, &b, &mut out).unwrap();
+        dequantize(GgmlType::Quant(QuantType::Q4_1), &b, &mut out).unwrap();
         for j in 0..16 {
             assert_eq!(out[j], j as f32 * 0.5 - 1.0);
             assert_eq!(out[j + 16], (15 - j) as f32 * 0.5 - 1.0);
@@ -198,7 +169,7 @@ mod tests {
         b.extend_from_slice(&f16::from_f32(0.25).to_le_bytes());
         b.extend((0..32).map(|j: i32| (j - 16) as i8 as u8));
         let mut out = vec![0.0; QK];
-        dequantize(GgmlType::Q8_0, &b, &mut out).unwrap();
+        dequantize(GgmlType::Quant(QuantType::Q8_0), &b, &mut out).unwrap();
         for (j, x) in out.iter().enumerate() {
             assert_eq!(*x, (j as f32 - 16.0) * 0.25);
         }
@@ -220,7 +191,7 @@ mod tests {
         dequantize(GgmlType::F16, &b, &mut out).unwrap();
         assert_eq!(out, [3.0, 0.5]);
         assert!(dequantize(GgmlType::F32, &b[..3], &mut out).is_err());
-        assert_eq!(GgmlType::Q4_1.byte_size(33), None);
+        assert_eq!(GgmlType::Quant(QuantType::Q4_1).byte_size(33), None);
         assert_eq!(GgmlType::from_id(6), None);
     }
 }

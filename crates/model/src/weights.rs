@@ -9,7 +9,7 @@
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::quant::dequantize;
+use crate::quant::{dequantize, GgmlType};
 use half::bf16;
 use pagedattn_kernels::{PackedMatrix, QuantMatrix, QuantType};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -416,7 +416,7 @@ impl TensorSource for GgufSource<'_> {
 
     fn blocks(&self, name: TensorName, shape: &[usize]) -> Result<Option<(QuantType, Vec<u8>)>> {
         let t = self.find(name, shape)?;
-        let Some(ty) = t.kind.quant() else {
+        let GgmlType::Quant(ty) = t.kind else {
             return Ok(None);
         };
         Ok(Some((ty, self.0.tensor_bytes(t).to_vec())))
