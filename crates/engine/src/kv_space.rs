@@ -267,6 +267,14 @@ impl KvSpace {
         Ok(())
     }
 
+    /// Tokens whose K/V `seq` holds (its block table's or its run's fill).
+    pub(crate) fn tokens_held(&self, seq: SeqId) -> Result<usize> {
+        Ok(match self {
+            Self::Paged(m) => m.tables().get(seq)?.num_tokens(),
+            Self::Contiguous(a) => a.get(seq)?.used,
+        })
+    }
+
     /// Sequences holding memory.
     pub(crate) fn num_sequences(&self) -> usize {
         match self {

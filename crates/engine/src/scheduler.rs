@@ -601,6 +601,14 @@ impl Scheduler {
         if self.final_len.len() != self.seqs.len() {
             return Err("a live sequence has no final length".into());
         }
+        for id in &self.running {
+            let (held, computed) = (self.kv.tokens_held(*id), self.seqs[id].num_computed());
+            if held.as_ref().ok() != Some(&computed) {
+                return Err(format!(
+                    "{id} has {computed} computed tokens, its K/V {held:?}"
+                ));
+            }
+        }
         let holding = self.kv.num_sequences();
         if holding != self.running.len() {
             return Err(format!(

@@ -22,6 +22,8 @@ pub struct Mock {
     pub max_batch: usize,
     /// Fail the execute call of this step number (1-based), before writing anything.
     pub fail_at_step: Option<usize>,
+    /// Fail the next execute call (the switch is shared with the test driving the engine).
+    pub fail_next: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Sleep this long in every execute call (a model step takes time).
     pub step_delay: std::time::Duration,
     /// The model's end-of-turn ids (besides end-of-sequence, token 1).
@@ -37,6 +39,7 @@ impl Mock {
             steps: 0,
             max_batch: 0,
             fail_at_step: None,
+            fail_next: std::sync::Arc::default(),
             step_delay: std::time::Duration::ZERO,
             end_of_turn: Vec::new(),
         }
@@ -89,7 +92,10 @@ impl Executor for Mock {
     fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, ExecutorError> {
         self.steps += 1;
         std::thread::sleep(self.step_delay);
-        if self.fail_at_step == Some(self.steps) {
+        let next = self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if next || self.fail_at_step == Some(self.steps) {
             return Err(ExecutorError::failed("injected failure"));
         }
         self.max_batch = self.max_batch.max(batch.seqs().len());
