@@ -10,6 +10,9 @@
 //! - [`openai`]: the same workload sent over HTTP to an OpenAI-compatible server (a load
 //!   generator), summarized by the same report code.
 
+// Unsafe code lives in the kernels crate only (its SIMD and allocation paths).
+#![forbid(unsafe_code)]
+
 pub mod driver;
 pub mod openai;
 pub mod plot;

@@ -1,5 +1,8 @@
 //! `pagedattn`: PagedAttention on the CPU — benchmarks, generation and serving.
 
+// Unsafe code lives in the kernels crate only (its SIMD and allocation paths).
+#![forbid(unsafe_code)]
+
 mod bench_kernels;
 mod bench_kv;
 mod bench_model;

@@ -46,6 +46,9 @@
 //! # Ok::<(), pagedattn_engine::EngineError>(())
 //! ```
 
+// Unsafe code lives in the kernels crate only (its SIMD and allocation paths).
+#![forbid(unsafe_code)]
+
 pub mod core;
 mod engine;
 mod error;

@@ -50,6 +50,8 @@
 // The SIMD design depends on `#[inline(always)]`: generic kernel code must be inlined into
 // each `#[target_feature]` entry to be compiled with that entry's instruction set.
 #![allow(clippy::inline_always)]
+// Every `unsafe` block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod attention;
 mod cpu;

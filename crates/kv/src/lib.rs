@@ -45,6 +45,9 @@
 //! # Ok::<(), pagedattn_kv::KvError>(())
 //! ```
 
+// Unsafe code lives in the kernels crate only (its SIMD and allocation paths).
+#![forbid(unsafe_code)]
+
 mod block_manager;
 mod block_table;
 mod config;

@@ -23,6 +23,8 @@ fn count() {
 }
 
 // SAFETY: forwards to the system allocator unchanged; only counts calls.
+// This test's counting allocator is the one place outside the kernels crate with `unsafe`
+// (the `GlobalAlloc` contract); the library crates forbid it.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();

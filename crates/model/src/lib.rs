@@ -33,6 +33,9 @@
 //! # Ok::<(), pagedattn_model::ModelError>(())
 //! ```
 
+// Unsafe code lives in the kernels crate only (its SIMD and allocation paths).
+#![forbid(unsafe_code)]
+
 mod config;
 mod error;
 mod forward;

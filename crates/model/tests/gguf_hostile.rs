@@ -146,6 +146,36 @@ fn message(r: Result<GgufFile, ModelError>) -> String {
     }
 }
 
+/// What any input must give: a parse whose every tensor lies inside the file with the size
+/// its type and shape imply, or a typed error that reads as one short line naming what is
+/// wrong.
+fn well_behaved(bytes: Vec<u8>) -> Result<(), TestCaseError> {
+    let len = bytes.len();
+    match parse_fully(bytes) {
+        Ok(f) => {
+            for t in &f.tensors {
+                prop_assert_eq!(t.kind.byte_size(t.elems()), Some(t.size), "{}", t.name);
+                prop_assert!(
+                    t.size <= len,
+                    "{} claims {} of {} bytes",
+                    t.name,
+                    t.size,
+                    len
+                );
+            }
+        }
+        Err(e) => {
+            let m = message(Err(e));
+            prop_assert!(
+                !m.is_empty() && !m.contains('\n') && m.len() < 400,
+                "{:?}",
+                m
+            );
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn the_valid_file_parses() {
     let (bytes, _) = valid_file();
@@ -476,11 +506,13 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = message(parse_fully(bytes.clone()));
+        // Without a GGUF magic nothing parses.
+        prop_assert!(bytes.starts_with(b"GGUF") || parse_fully(bytes.clone()).is_err());
+        well_behaved(bytes.clone())?;
         // The same bytes behind a valid magic and version reach the counts and metadata.
         let mut b = valid_prefix();
         b.extend_from_slice(&bytes);
-        let _ = message(parse_fully(b));
+        well_behaved(b)?;
     }
 
     #[test]
@@ -492,7 +524,7 @@ proptest! {
         for (i, v) in edits {
             bytes[i.index(len)] = v;
         }
-        let _ = message(parse_fully(bytes));
+        well_behaved(bytes)?;
     }
 
     #[test]
@@ -503,7 +535,7 @@ proptest! {
         for (i, v) in picks {
             set(&mut bytes, fields[i.index(fields.len())], v);
         }
-        let _ = message(parse_fully(bytes));
+        well_behaved(bytes)?;
     }
 }
 

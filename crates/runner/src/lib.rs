@@ -20,6 +20,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Unsafe code lives in the kernels crate only (its SIMD and allocation paths).
+#![forbid(unsafe_code)]
+
 mod model_executor;
 
 pub use model_executor::ModelExecutor;

@@ -28,6 +28,9 @@
 //! # Ok(()) }
 //! ```
 
+// Unsafe code lives in the kernels crate only (its SIMD and allocation paths).
+#![forbid(unsafe_code)]
+
 mod chat;
 mod dashboard;
 mod error;

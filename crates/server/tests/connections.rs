@@ -18,6 +18,8 @@ struct Counting;
 static LIVE: AtomicI64 = AtomicI64::new(0);
 
 // SAFETY: every call goes to the system allocator unchanged; the counter only observes.
+// This test's counting allocator is the one place outside the kernels crate with `unsafe`
+// (the `GlobalAlloc` contract); the library crates forbid it.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as i64, Ordering::Relaxed);

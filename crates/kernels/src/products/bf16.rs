@@ -112,17 +112,20 @@ fn block<const R: usize>(
     accumulate: bool,
 ) {
     let kp = k.div_ceil(2);
-    // SAFETY (every intrinsic below): the token proves AVX-512F/BW and BF16.
-    let mut lo: [__m512; R] = [unsafe { _mm512_setzero_ps() }; R];
-    let mut hi: [__m512; R] = [unsafe { _mm512_setzero_ps() }; R];
+    // Every intrinsic below needs AVX-512F/BW and BF16, which the token `t` proves.
+    // SAFETY: the token proves AVX-512F.
+    let zero = unsafe { _mm512_setzero_ps() };
+    let (mut lo, mut hi): ([__m512; R], [__m512; R]) = ([zero; R], [zero; R]);
     for q in 0..kp {
         let r0 = load_row(t, panel, 2 * q);
         let r1 = if 2 * q + 1 < k {
             load_row(t, panel, 2 * q + 1)
         } else {
+            // SAFETY: the token proves AVX-512F.
             unsafe { _mm512_setzero_si512() }
         };
-        // SAFETY: as above; the transmutes reinterpret 512 bits as 32 bf16, same size.
+        // SAFETY: the token proves AVX-512BW; the transmutes reinterpret 512 bits as 32
+        // bf16, the same size.
         let (wl, wh): (__m512bh, __m512bh) = unsafe {
             (
                 std::mem::transmute::<__m512i, __m512bh>(_mm512_unpacklo_epi16(r0, r1)),
@@ -131,7 +134,8 @@ fn block<const R: usize>(
         };
         let xs = &xb[q * R..(q + 1) * R];
         for a in 0..R {
-            // SAFETY: as above.
+            // SAFETY: the token proves AVX-512F and BF16; the transmute reinterprets the
+            // broadcast pair as 32 bf16, the same size.
             unsafe {
                 let xv = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
                     xs[a].cast_signed(),

@@ -39,6 +39,8 @@ fn add(bytes: isize) {
 }
 
 // SAFETY: forwards to the system allocator unchanged; only counts bytes.
+// This test's counting allocator is the one place outside the kernels crate with `unsafe`
+// (the `GlobalAlloc` contract); the library crates forbid it.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         add(layout.size() as isize);
