@@ -178,6 +178,7 @@ fn generate_errors_exit_1() {
 }
 
 #[test]
+#[allow(clippy::float_cmp)] // zero shares are exactly zero
 fn simulated_serve_writes_the_report() {
     let dir = std::env::temp_dir().join(format!("pa-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
