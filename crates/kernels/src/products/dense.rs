@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn matches_f64_on_every_isa_and_dtype() {
-        for cpu in Cpu::paths() {
+        crate::testing::every_path(|cpu| {
             for &(m, n, k) in &[
                 (1, 1, 1),
                 (1, 70, 33),
@@ -341,7 +341,7 @@ mod tests {
                 check::<bf16>(cpu, m, n, k);
                 check::<f16>(cpu, m, n, k);
             }
-        }
+        });
     }
 
     #[test]
@@ -354,7 +354,7 @@ mod tests {
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
             .collect();
         let w = PackedMatrix::pack(&w, k).unwrap();
-        for cpu in Cpu::paths() {
+        crate::testing::every_path(|cpu| {
             let mut all = vec![0.0; 13 * n];
             linear(cpu, &x, &w, &mut all, false).unwrap();
             for i in 0..13 {
@@ -362,7 +362,7 @@ mod tests {
                 linear(cpu, &x[i * k..(i + 1) * k], &w, &mut one, false).unwrap();
                 assert_eq!(one, all[i * n..(i + 1) * n], "{cpu} row {i}");
             }
-        }
+        });
     }
 
     #[test]
