@@ -6,7 +6,7 @@
 use crate::flags::{parse_bytes, parse_kv_dtype, parse_rates, parse_weights};
 use crate::model_file::model_or_default;
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use pagedattn_bench::driver::run_policy;
 use pagedattn_bench::openai::{run_openai_detailed, OpenAiBackend};
 use pagedattn_bench::report::{relate_to_paged, table, PolicyReport};
@@ -20,14 +20,45 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Where the workload runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// This engine, once per KV policy.
+    InProcess,
+    /// An OpenAI-compatible server at --url.
+    Openai,
+}
+
+/// How an in-process step is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Exec {
+    /// The model on this CPU.
+    Real,
+    /// A GPU cost model (--gpu); the scheduler and block manager run for real.
+    Simulated,
+}
+
+impl Exec {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Real => "real",
+            Self::Simulated => "simulated",
+        }
+    }
+}
+
+/// `--policies`: one KV policy by name.
+fn parse_policy(s: &str) -> std::result::Result<KvPolicy, String> {
+    s.trim().parse()
+}
+
 /// Flags of `pagedattn bench serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// in-process (this engine, once per KV policy) or openai (send the workload to an
-    /// OpenAI-compatible server at --url; --policies and the model and engine flags are
-    /// then ignored).
-    #[arg(long, default_value = "in-process")]
-    backend: String,
+    /// Where the workload runs; with openai, --policies and the model and engine flags are
+    /// ignored.
+    #[arg(long, value_enum, default_value_t = Backend::InProcess)]
+    backend: Backend,
     /// Server for --backend openai: plain http, e.g. http://127.0.0.1:8000 (a trailing /v1
     /// is accepted).
     #[arg(long, default_value = "http://127.0.0.1:8000")]
@@ -51,7 +82,7 @@ pub struct ServeArgs {
     /// Request lengths (and arrival times) from a CSV trace instead of a synthetic workload.
     #[arg(long)]
     trace: Option<PathBuf>,
-    /// Requests to run (default: 8 for real execution, 1000 simulated).
+    /// Requests to run (default: 16 for real execution, 1000 simulated).
     #[arg(long)]
     requests: Option<usize>,
     /// Requests per second, Poisson arrivals; a comma list runs a sweep; "inf" (default):
@@ -65,9 +96,11 @@ pub struct ServeArgs {
     /// Comma list of paged, paged-prefix, contiguous-max, contiguous-pow2, contiguous-oracle.
     #[arg(
         long,
+        value_delimiter = ',',
+        value_parser = parse_policy,
         default_value = "paged,contiguous-max,contiguous-pow2,contiguous-oracle"
     )]
-    policies: String,
+    policies: Vec<KvPolicy>,
     /// Tokens per KV block.
     #[arg(long, default_value_t = 16)]
     block_size: usize,
@@ -86,11 +119,16 @@ pub struct ServeArgs {
     /// one replica.
     #[arg(long)]
     session_header: Option<String>,
-    /// real (the model on this CPU) or simulated (a GPU cost model).
-    #[arg(long, default_value = "real")]
-    exec: String,
-    /// GPU preset for simulated execution.
-    #[arg(long, default_value = "a100-40gb:opt-13b")]
+    /// How in-process steps are computed.
+    #[arg(long, value_enum, default_value_t = Exec::Real)]
+    exec: Exec,
+    /// Cost-model preset (a GPU or this project's CPU, and a model) for simulated
+    /// execution.
+    #[arg(
+        long,
+        default_value = "a100-40gb:opt-13b",
+        value_parser = clap::builder::PossibleValuesParser::new(PRESETS.map(|p| p.name))
+    )]
     gpu: String,
     /// What-if for simulated execution: the share of peak FLOP/s the products reach,
     /// instead of the preset's (0 < F <= 1).
@@ -160,36 +198,21 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.block_size == 0 {
         bail!("--block-size must be at least 1");
     }
-    match args.backend.as_str() {
-        "in-process" => {}
-        "openai" => return run_server(args),
-        b => bail!("--backend must be in-process or openai, not {b:?}"),
+    if args.backend == Backend::Openai {
+        return run_server(args);
     }
     if args.vocab_size.is_some() {
         bail!("--vocab-size applies to --backend openai (in-process runs take the model's)");
     }
-    let policies: Vec<KvPolicy> = args
-        .policies
-        .split(',')
-        .map(|p| p.trim().parse::<KvPolicy>().map_err(anyhow::Error::msg))
-        .collect::<Result<_>>()?;
+    let policies = &args.policies;
     let rates = parse_rates(&args.rate)?;
-    let simulated = match args.exec.as_str() {
-        "simulated" => true,
-        "real" => false,
-        e => bail!("--exec must be real or simulated, not {e:?}"),
-    };
+    let simulated = args.exec == Exec::Simulated;
     let mut all = Vec::new();
     let (model_name, kv_budget, requests);
     if simulated {
-        let preset = GpuPreset::by_name(&args.gpu).with_context(|| {
-            let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
-            format!(
-                "unknown --gpu {:?} (one of: {})",
-                args.gpu,
-                names.join(", ")
-            )
-        })?;
+        // Clap checked the name against the presets.
+        let preset = GpuPreset::by_name(&args.gpu)
+            .with_context(|| format!("unknown --gpu {:?}", args.gpu))?;
         let mut preset = preset.clone();
         if let Some(f) = args.flops_efficiency {
             if !(f > 0.0 && f <= 1.0) {
@@ -216,7 +239,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         requests = args.requests.unwrap_or(1000);
         for rate in &rates {
             let reqs = build_workload(args, *rate, requests, preset.vocab_size)?;
-            let reports = run_all(args, &policies, kv_budget, &reqs, *rate, || {
+            let reports = run_all(args, policies, kv_budget, &reqs, *rate, || {
                 SimulatedExecutor::new(preset.clone(), args.max_model_len)
             })?;
             print_header(args, &reqs, *rate, kv_budget, &model_name);
@@ -243,7 +266,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         requests = args.requests.unwrap_or(DEFAULT_REAL_REQUESTS);
         for rate in &rates {
             let reqs = build_workload(args, *rate, requests, model.config().vocab_size)?;
-            let reports = run_all(args, &policies, kv_budget, &reqs, *rate, || {
+            let reports = run_all(args, policies, kv_budget, &reqs, *rate, || {
                 ModelExecutor::new(model.clone(), dtype)
             })?;
             print_header(args, &reqs, *rate, kv_budget, &model_name);
@@ -257,7 +280,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         "kv_budget_bytes": kv_budget,
         "block_size": args.block_size,
         "max_model_len": args.max_model_len,
-        "exec": args.exec,
+        "exec": args.exec.name(),
         "model": model_name,
         "seed": args.seed,
     });
@@ -274,12 +297,10 @@ const SHOWN_ERRORS: usize = 5;
 
 /// `--backend openai`: the workload of a real run, sent to an OpenAI-compatible server.
 fn run_server(args: &ServeArgs) -> Result<()> {
-    match args.exec.as_str() {
-        "real" => {}
-        "simulated" => bail!(
+    if args.exec == Exec::Simulated {
+        bail!(
             "--exec simulated models a GPU in-process; it cannot be combined with --backend openai"
-        ),
-        e => bail!("--exec must be real or simulated, not {e:?}"),
+        );
     }
     let timeout = Duration::try_from_secs_f64(args.request_timeout)
         .ok()
@@ -426,7 +447,7 @@ fn print_header(
         workload_summary(args, reqs, rate),
         kv_budget as f64 / (1024.0 * 1024.0),
         args.block_size,
-        args.exec,
+        args.exec.name(),
         model
     );
 }
@@ -534,4 +555,34 @@ fn write_json(
     let doc = json!({ "config": config, "policies": all[0].1, "sweep": sweep });
     std::fs::write(path, serde_json::to_string_pretty(&doc)?)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ServeArgs, DEFAULT_REAL_REQUESTS, PRESETS};
+    use clap::Args;
+
+    fn help() -> String {
+        ServeArgs::augment_args(clap::Command::new("serve"))
+            .term_width(1000)
+            .render_long_help()
+            .to_string()
+    }
+
+    #[test]
+    fn the_help_states_the_defaults_the_code_uses() {
+        let h = help();
+        assert!(
+            h.contains(&format!(
+                "default: {DEFAULT_REAL_REQUESTS} for real execution"
+            )),
+            "{h}"
+        );
+        for p in PRESETS {
+            assert!(h.contains(p.name), "--gpu does not list {}", p.name);
+        }
+        for name in ["in-process", "openai", "real", "simulated"] {
+            assert!(h.contains(name), "{name}");
+        }
+    }
 }

@@ -46,9 +46,9 @@ pub struct GenerateArgs {
     /// Weights: native (a GGUF file's quantized blocks; other matrices bf16), bf16 or f32.
     #[arg(long, default_value = "native")]
     pub weights: String,
-    /// KV cache budget in MiB.
-    #[arg(long, default_value_t = 256)]
-    pub kv_mib: u64,
+    /// KV memory budget, e.g. 256MiB or 1GB.
+    #[arg(long, default_value = "256MiB")]
+    pub kv_budget: String,
     /// Print load time and speeds to stderr when done.
     #[arg(long)]
     pub stats: bool,
@@ -70,6 +70,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         bail!("give at least one --prompt or a --prompts-file");
     }
     let dtype = crate::flags::parse_weights(&args.weights)?;
+    let kv_budget = crate::flags::parse_bytes(&args.kv_budget).context("--kv-budget")?;
     let t_load = Instant::now();
     let model = Model::load(&args.model, LoadOptions { dtype })
         .map_err(|e| anyhow!("cannot load model {}: {e}", args.model.display()))?;
@@ -95,7 +96,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let max_len = longest.min(model.config().max_context);
     let model = Arc::new(model);
     let exec = ModelExecutor::new(model, DType::F32);
-    let mut config = EngineConfig::new(KvPolicy::Paged, args.kv_mib << 20);
+    let mut config = EngineConfig::new(KvPolicy::Paged, kv_budget);
     config.max_model_len = Some(max_len);
     let mut engine = Engine::new(exec, config).map_err(|e| anyhow!("{e}"))?;
     // One prompt's output is streamed, decoded after the prompt's last tokens.

@@ -68,8 +68,39 @@ fn init_logging() {
         .try_init();
 }
 
+/// A clap error as one line: its message, and the values it would have taken or the flag
+/// it suggests (clap's own rendering spans several lines).
+fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let text = e.to_string();
+    let mut line = text
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    if let Some(ContextValue::Strings(values)) = e.get(ContextKind::ValidValue) {
+        line.push_str(&format!(" (possible values: {})", values.join(", ")));
+    }
+    if let Some(ContextValue::String(arg)) = e.get(ContextKind::SuggestedArg) {
+        line.push_str(&format!(" (did you mean {arg}?)"));
+    }
+    if let Some(ContextValue::Strings(subs)) = e.get(ContextKind::SuggestedSubcommand) {
+        line.push_str(&format!(" (did you mean {}?)", subs.join(" or ")));
+    }
+    line.push_str("; see --help");
+    line
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     // Benchmarks exit 2 on bad input, like a bad flag; generation, perplexity and serving
     // exit 1 on any failure.
     let (result, code) = match &cli.command {

@@ -47,6 +47,12 @@ fn bad_input_is_one_line_and_exit_2_for_benchmarks() {
     one_line_error(&out);
     let out = pagedattn(&["bench", "serve", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains("'--no-such-flag'"));
+    let out = pagedattn(&["bench", "serve", "--exec", "fast"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains("possible values: real, simulated"));
+    let out = pagedattn(&["bench", "serve", "--gpu", "tpu"]);
+    assert!(one_line_error(&out).contains("cpu-2c:smollm2-135m-q4_1"));
     let out = pagedattn(&[
         "bench",
         "serve",
@@ -60,7 +66,7 @@ fn bad_input_is_one_line_and_exit_2_for_benchmarks() {
 }
 
 #[test]
-fn serve_errors_are_one_line_and_exit_1() {
+fn serve_and_generate_errors_are_one_line_and_exit_1() {
     let model = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -96,6 +102,31 @@ fn serve_errors_are_one_line_and_exit_1() {
         ),
         (
             vec!["serve", "--model", model, "--kv-budget", "1MiB"],
+            "KV budget",
+        ),
+        // `generate` takes its KV memory under the same flag, in the same units.
+        (
+            vec![
+                "generate",
+                "--model",
+                model,
+                "--prompt",
+                "hi",
+                "--kv-budget",
+                "9 parsecs",
+            ],
+            "--kv-budget",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                model,
+                "--prompt",
+                "hi",
+                "--kv-budget",
+                "1KiB",
+            ],
             "KV budget",
         ),
         (
@@ -328,7 +359,7 @@ fn openai_backend_errors_are_one_line() {
     };
     bad(
         &["--backend", "grpc"],
-        "--backend must be in-process or openai",
+        "invalid value 'grpc' for '--backend <BACKEND>' (possible values: in-process, openai)",
     );
     bad(
         &["--backend", "openai", "--exec", "simulated"],
