@@ -171,7 +171,7 @@ proptest! {
         match read_trace(&f.0) {
             Ok(Lengths::Trace(rows)) => {
                 for (p, o, a) in rows {
-                    prop_assert!(p <= 300 && o <= 40 && a.map_or(true, f64::is_finite));
+                    prop_assert!(p <= 300 && o <= 40 && a.is_none_or(f64::is_finite));
                 }
             }
             Ok(other) => prop_assert!(false, "{:?}", other),

@@ -190,7 +190,7 @@ fn complete(w: &mut TcpStream, req: &Value) -> std::io::Result<()> {
     chunk(w, b": ping\n\n")?;
     // Requests with an even prompt length get their last two tokens in one event, as a
     // server that batches tokens per event would send them.
-    let batched = prompt_len % 2 == 0 && n >= 2;
+    let batched = prompt_len.is_multiple_of(2) && n >= 2;
     let events = if batched { n - 1 } else { n };
     for k in 0..events {
         thread::sleep(TOKEN_DELAY);

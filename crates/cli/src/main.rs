@@ -72,6 +72,7 @@ fn init_logging() {
 /// it suggests (clap's own rendering spans several lines).
 fn one_line(e: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue};
+    use std::fmt::Write;
     let text = e.to_string();
     let mut line = text
         .lines()
@@ -80,13 +81,13 @@ fn one_line(e: &clap::Error) -> String {
         .trim_start_matches("error: ")
         .to_string();
     if let Some(ContextValue::Strings(values)) = e.get(ContextKind::ValidValue) {
-        line.push_str(&format!(" (possible values: {})", values.join(", ")));
+        let _ = write!(line, " (possible values: {})", values.join(", "));
     }
     if let Some(ContextValue::String(arg)) = e.get(ContextKind::SuggestedArg) {
-        line.push_str(&format!(" (did you mean {arg}?)"));
+        let _ = write!(line, " (did you mean {arg}?)");
     }
     if let Some(ContextValue::Strings(subs)) = e.get(ContextKind::SuggestedSubcommand) {
-        line.push_str(&format!(" (did you mean {}?)", subs.join(" or ")));
+        let _ = write!(line, " (did you mean {}?)", subs.join(" or "));
     }
     line.push_str("; see --help");
     line

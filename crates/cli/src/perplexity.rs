@@ -49,7 +49,7 @@ pub struct PerplexityArgs {
 pub fn run(args: &PerplexityArgs) -> Result<()> {
     // A window of 2 scores nothing (its one second-half position is the last, which has no
     // next token), so the smallest useful window is 4.
-    if args.ctx < 4 || args.ctx % 2 != 0 {
+    if args.ctx < 4 || !args.ctx.is_multiple_of(2) {
         bail!("--ctx must be an even number >= 4, not {}", args.ctx);
     }
     let dtype = crate::flags::parse_weights(&args.weights)?;

@@ -286,7 +286,8 @@ impl BlockManager {
     /// sequences too.
     fn needs_copy(&self, e: &SeqBlocks) -> bool {
         let bs = self.block_size();
-        e.num_tokens % bs != 0 && self.pool.meta(e.blocks[e.num_tokens / bs].0).ref_count > 1
+        !e.num_tokens.is_multiple_of(bs)
+            && self.pool.meta(e.blocks[e.num_tokens / bs].0).ref_count > 1
     }
 
     /// Appends `tokens` to `seq`, allocating blocks as needed (all or none). With prefix
