@@ -54,6 +54,7 @@ mod engine;
 mod error;
 mod executor;
 mod finish;
+mod headroom;
 mod ids;
 mod inspect;
 mod kv_space;
@@ -62,6 +63,7 @@ mod output;
 mod request;
 mod requests;
 mod sampler;
+mod scheduled;
 mod scheduler;
 mod sequence;
 

@@ -13,7 +13,8 @@
 use crate::ids::{RequestId, SeqId};
 use crate::metrics::SeqMetrics;
 use crate::output::RequestOutput;
-use crate::scheduler::{Retired, Scheduler, StepUpdate};
+use crate::scheduled::{Retired, StepUpdate};
+use crate::scheduler::Scheduler;
 use std::collections::HashMap;
 
 /// The engine's requests.

@@ -26,7 +26,7 @@
 //! - Every live sequence is in exactly one queue: `running` (state `Running`, holds KV
 //!   memory) or `waiting` (state `Waiting`, holds none). Finished sequences are gone.
 //! - `seqs`, `final_len` and `lost` are keyed by live sequences only: an entry is added
-//!   with the sequence ([`Scheduler::add`], [`Scheduler::fork`]) and removed with it
+//!   with the sequence ([`Scheduler::add_request`], `fork_all`) and removed with it
 //!   ([`Scheduler::retire`]).
 //! - The KV space holds memory for exactly the running sequences.
 //! - A running sequence's K/V hold exactly its first `num_computed` tokens.
@@ -37,45 +37,20 @@
 //!   appends the next ones, makes the forks of parallel sampling, and retires what
 //!   finished.
 
+mod invariants;
+mod update;
+
 use crate::error::{EngineError, Result};
 use crate::finish::FinishReason;
+use crate::headroom::{Headroom, OutputLengths};
 use crate::ids::{RequestId, SeqId, TokenId};
 use crate::kv_space::{Grow, KvSpace};
 use crate::output::RequestOutput;
 use crate::request::SamplingParams;
+use crate::scheduled::{Progress, Retired, Scheduled};
 use crate::sequence::{SeqState, Sequence, StopRules};
-use pagedattn_kernels::{Batch, LogitsFor, SeqSpec};
-use pagedattn_kv::BlockCopy;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-
-/// Decode growth reserved per running sequence at admission.
-#[derive(Clone, Copy, Debug)]
-enum Headroom {
-    /// Before any sequence has finished: a fixed number of blocks.
-    PriorBlocks(usize),
-    /// Afterwards: a share of the estimated mean output length, and at least what would
-    /// bring a sequence to the shortest output seen so far (every sequence has generated at
-    /// least that much; with equal output lengths, a share of the mean would not cover
-    /// sequences that all grow to it).
-    Learned {
-        share_of_mean: usize,
-        min_output: usize,
-    },
-}
-
-impl Headroom {
-    /// Blocks reserved for a sequence that has generated `generated` tokens.
-    fn blocks(self, kv: &KvSpace, generated: usize) -> usize {
-        match self {
-            Self::PriorBlocks(b) => b,
-            Self::Learned {
-                share_of_mean,
-                min_output,
-            } => kv.blocks_for(share_of_mean.max(min_output.saturating_sub(generated))),
-        }
-    }
-}
 
 /// Scheduling limits.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -103,71 +78,6 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// A step as the scheduler decided it. Each chunk is a sequence's share of the step in the
-/// one spelling every layer uses ([`SeqSpec`]): its rows of the batch (`query_start`,
-/// `query_len` new tokens) and its context after them; `kv` names the sequence, whose K/V
-/// location the batch resolves. A chunk samples when its context reaches the sequence's
-/// last token.
-#[derive(Debug, Default)]
-pub(crate) struct Scheduled {
-    pub(crate) chunks: Vec<SeqSpec<SeqId>>,
-    /// Copy-on-write copies to perform before the step.
-    pub(crate) copies: Vec<BlockCopy>,
-    /// Preemptions made to fit the step.
-    pub(crate) preempted: usize,
-    /// Chunks that decode one token.
-    pub(crate) decode_seqs: usize,
-}
-
-impl Scheduled {
-    /// Appends `len` new tokens of `seq` from position `start`, as the next rows.
-    fn push(&mut self, seq: SeqId, start: usize, len: usize) {
-        let query_start = self
-            .chunks
-            .last()
-            .map_or(0, |c| c.query_start + c.query_len);
-        self.chunks.push(SeqSpec {
-            query_start,
-            query_len: len,
-            context_len: start + len,
-            kv: seq,
-        });
-    }
-
-    /// Tokens computed in the step.
-    pub(crate) fn num_tokens(&self) -> usize {
-        self.chunks.iter().map(|c| c.query_len).sum()
-    }
-}
-
-/// What [`Scheduler::update`] did, for the request bookkeeping.
-#[derive(Debug, Default)]
-pub(crate) struct StepUpdate {
-    /// Each sequence's new output, in batch order (forks right before their parent); those
-    /// with `finished` set are retired and carry their metrics.
-    pub(crate) outputs: Vec<(SeqId, RequestOutput)>,
-    /// Forks made this step, with their request.
-    pub(crate) born: Vec<(RequestId, SeqId)>,
-}
-
-/// A sequence retired by [`Scheduler::retire`].
-#[derive(Debug)]
-pub(crate) struct Retired {
-    /// Its last output: `finished` and `metrics` set, no new tokens.
-    pub(crate) output: RequestOutput,
-    /// Forks it was still to make (they never will be).
-    pub(crate) unborn_forks: usize,
-}
-
-/// Progress counters over the scheduler's life.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Progress {
-    pub(crate) computed_tokens: u64,
-    pub(crate) recomputed_tokens: u64,
-    pub(crate) preemptions: u64,
-    pub(crate) output_tokens: u64,
-}
-
 pub(crate) struct Scheduler {
     cfg: SchedulerConfig,
     rules: StopRules,
@@ -183,12 +93,8 @@ pub(crate) struct Scheduler {
     progress: Progress,
     /// K/V discarded by preemption, per sequence, not yet recomputed.
     lost: HashMap<SeqId, usize>,
-    /// Sequences that finished on their own (not aborted), and the tokens they generated:
-    /// the output-length estimate of [`Self::headroom`].
-    finished: u64,
-    finished_output: u64,
-    /// The shortest output of a finished sequence.
-    min_output: usize,
+    /// What the sequences that finished on their own generated: the admission headroom.
+    outputs: OutputLengths,
 }
 
 impl Scheduler {
@@ -204,9 +110,7 @@ impl Scheduler {
             final_len: HashMap::new(),
             progress: Progress::default(),
             lost: HashMap::new(),
-            finished: 0,
-            finished_output: 0,
-            min_output: usize::MAX,
+            outputs: OutputLengths::default(),
         }
     }
 
@@ -351,89 +255,6 @@ impl Scheduler {
         Ok(out)
     }
 
-    /// Whether `chunk` reaches its sequence's last token (its logits pick the next one).
-    fn samples(&self, chunk: &SeqSpec<SeqId>) -> bool {
-        self.seqs
-            .get(&chunk.kv)
-            .is_some_and(|s| chunk.context_len == s.tokens().len())
-    }
-
-    /// The step description of `scheduled`: each chunk's new tokens, where its K/V are,
-    /// whether its logits are needed.
-    pub(crate) fn batch(&self, scheduled: &Scheduled) -> Result<Batch<'_>> {
-        let mut batch = self.kv.new_batch();
-        for c in &scheduled.chunks {
-            let start = c.context_len - c.query_len;
-            let tokens = &self.seq(c.kv)?.tokens()[start..c.context_len];
-            let logits = if self.samples(c) {
-                LogitsFor::Last
-            } else {
-                LogitsFor::None
-            };
-            batch
-                .push(tokens, start, self.kv.location(c.kv)?, logits)
-                .map_err(|e| EngineError::Internal(format!("{}: {e}", c.kv)))?;
-        }
-        Ok(batch)
-    }
-
-    /// Applies a computed step (vLLM's `update_from_output`): every chunk's tokens are now
-    /// computed; where a chunk reaches its sequence's end, the paged forks of parallel
-    /// sampling are made and each sequence samples its next token from its `logits` row
-    /// (one row of `vocab` per sampling chunk, in order; `None` when the executor computes
-    /// none); sequences that finish are retired. Returns what each sequence produced.
-    pub(crate) fn update(
-        &mut self,
-        scheduled: &Scheduled,
-        logits: Option<&[f32]>,
-        vocab: usize,
-        now: f64,
-    ) -> Result<StepUpdate> {
-        let mut update = StepUpdate::default();
-        let mut row = 0;
-        for c in &scheduled.chunks {
-            let sample = self.samples(c);
-            let seq = self.seq_mut(c.kv)?;
-            seq.advance(c.query_len);
-            let request = seq.request();
-            self.progress.computed_tokens += c.query_len as u64;
-            if !sample {
-                continue;
-            }
-            let logits = logits.map(|l| &l[row * vocab..(row + 1) * vocab]);
-            row += 1;
-            let forks = if self.seq(c.kv)?.pending_forks() > 0 {
-                self.fork_all(c.kv)?
-            } else {
-                Vec::new()
-            };
-            for &id in forks.iter().chain([&c.kv]) {
-                let out = self.sample(id, logits, now)?;
-                update.outputs.push((id, out));
-            }
-            update
-                .born
-                .extend(forks.into_iter().map(|id| (request, id)));
-        }
-        Ok(update)
-    }
-
-    /// Sequence `id` samples its next token; if that finishes it, it is retired.
-    fn sample(&mut self, id: SeqId, logits: Option<&[f32]>, now: f64) -> Result<RequestOutput> {
-        let rules = &self.rules;
-        let seq = self
-            .seqs
-            .get_mut(&id)
-            .ok_or_else(|| EngineError::Internal(format!("{id} is not a live sequence")))?;
-        let mut out = seq.sample(logits, now, rules);
-        self.progress.output_tokens += 1;
-        if let Some(reason) = out.finished {
-            let retired = self.retire(id, reason, now)?;
-            out.metrics = retired.and_then(|r| r.output.metrics);
-        }
-        Ok(out)
-    }
-
     /// Blocks the running sequences still need for the rest of their prompts, plus the
     /// decode headroom of each, for the sequences running after one more admission.
     fn reserve_blocks(&self, h: Headroom) -> usize {
@@ -448,22 +269,11 @@ impl Scheduler {
         running + h.blocks(&self.kv, 0)
     }
 
-    /// The decode headroom, from what the finished sequences generated (see [`Headroom`]).
-    /// The mean output length is estimated as if lengths were exponentially distributed,
-    /// counting the sequences still generating as censored observations: (tokens generated
-    /// by finished and live sequences) / (finished sequences), the maximum-likelihood
-    /// estimate under censoring. Counting only finished sequences would underestimate badly
-    /// early in a burst, when only the short ones have finished.
+    /// The decode headroom, from what the finished and the live sequences generated.
     fn headroom(&self) -> Headroom {
-        if self.finished == 0 {
-            return Headroom::PriorBlocks(self.cfg.headroom_blocks);
-        }
         let live: usize = self.seqs.values().map(|s| s.output().len()).sum();
-        let mean = (self.finished_output + live as u64).div_ceil(self.finished) as usize;
-        Headroom::Learned {
-            share_of_mean: mean.saturating_mul(self.cfg.headroom_percent) / 100,
-            min_output: self.min_output,
-        }
+        self.outputs
+            .headroom(self.cfg.headroom_blocks, self.cfg.headroom_percent, live)
     }
 
     fn admit(&mut self, out: &mut Scheduled, mut budget: usize) -> Result<()> {
@@ -527,10 +337,7 @@ impl Scheduler {
             return Ok(None);
         };
         if reason.is_natural() {
-            let output = seq.output().len();
-            self.finished += 1;
-            self.finished_output += output as u64;
-            self.min_output = self.min_output.min(output);
+            self.outputs.record(seq.output().len());
         }
         if let Some(j) = self.running.iter().position(|&s| s == id) {
             self.running.remove(j);
@@ -556,69 +363,5 @@ impl Scheduler {
             },
             unborn_forks: seq.take_forks(),
         }))
-    }
-
-    /// Recounts the invariants written at the top of this module.
-    pub(crate) fn check_invariants(&self) -> Result<(), String> {
-        self.kv.check_invariants()?;
-        let mut seen = std::collections::HashSet::new();
-        for (queue, ids, state) in [
-            (
-                "running",
-                self.running.iter().collect::<Vec<_>>(),
-                SeqState::Running,
-            ),
-            ("waiting", self.waiting.iter().collect(), SeqState::Waiting),
-        ] {
-            for id in ids {
-                let s = self
-                    .seqs
-                    .get(id)
-                    .ok_or(format!("{id} is {queue} but not live"))?;
-                if s.state() != state {
-                    return Err(format!("{id} is {queue} in state {:?}", s.state()));
-                }
-                if !seen.insert(*id) {
-                    return Err(format!("{id} is queued twice"));
-                }
-            }
-        }
-        if seen.len() != self.seqs.len() {
-            return Err(format!(
-                "{} sequences queued but {} live",
-                seen.len(),
-                self.seqs.len()
-            ));
-        }
-        for (map, keys) in [
-            ("final_len", self.final_len.keys().collect::<Vec<_>>()),
-            ("lost", self.lost.keys().collect()),
-        ] {
-            if let Some(k) = keys.into_iter().find(|k| !self.seqs.contains_key(k)) {
-                return Err(format!("{map} keeps {k}, which is not live"));
-            }
-        }
-        if self.final_len.len() != self.seqs.len() {
-            return Err("a live sequence has no final length".into());
-        }
-        for id in &self.running {
-            let (held, computed) = (self.kv.tokens_held(*id), self.seqs[id].num_computed());
-            if held.as_ref().ok() != Some(&computed) {
-                return Err(format!(
-                    "{id} has {computed} computed tokens, its K/V {held:?}"
-                ));
-            }
-        }
-        let holding = self.kv.num_sequences();
-        if holding != self.running.len() {
-            return Err(format!(
-                "KV space holds {holding} sequences, {} are running",
-                self.running.len()
-            ));
-        }
-        if self.running.is_empty() && self.kv.usage().held_slots != 0 {
-            return Err("KV slots held with nothing running".into());
-        }
-        Ok(())
     }
 }

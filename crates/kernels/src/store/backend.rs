@@ -30,11 +30,24 @@ pub trait KvStore {
     ) -> Result<()>;
 }
 
-fn wrong_kind(seq: usize, want: &str) -> KernelError {
-    KernelError::InvalidSequence {
-        seq,
-        reason: format!("this KV store needs a {want} location"),
-    }
+/// `seqs` with each location resolved by `address` into a store's own addressing; a
+/// location of the other kind is an error naming the `kind` the store needs.
+fn resolve<'a, K>(
+    seqs: &[SeqSpec<KvLocation<'a>>],
+    kind: &str,
+    address: impl Fn(KvLocation<'a>) -> Option<K>,
+) -> Result<Vec<SeqSpec<K>>> {
+    seqs.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            address(s.kv)
+                .map(|kv| s.with_kv(kv))
+                .ok_or_else(|| KernelError::InvalidSequence {
+                    seq: i,
+                    reason: format!("this KV store needs a {kind} location"),
+                })
+        })
+        .collect()
 }
 
 impl KvStore for KvCache {
@@ -50,14 +63,10 @@ impl KvStore for KvCache {
         seqs: &[SeqSpec<KvLocation<'_>>],
         out: &mut [f32],
     ) -> Result<()> {
-        let paged = seqs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match s.kv {
-                KvLocation::Paged(table) => Ok(s.with_kv(table)),
-                KvLocation::Contiguous { .. } => Err(wrong_kind(i, "paged")),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let paged = resolve(seqs, "paged", |kv| match kv {
+            KvLocation::Paged(table) => Some(table),
+            KvLocation::Contiguous { .. } => None,
+        })?;
         paged_attention(cfg, self, layer, q, &paged, out)
     }
 }
@@ -75,14 +84,10 @@ impl KvStore for ContiguousKv {
         seqs: &[SeqSpec<KvLocation<'_>>],
         out: &mut [f32],
     ) -> Result<()> {
-        let runs = seqs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match s.kv {
-                KvLocation::Contiguous { start_slot } => Ok(s.with_kv(self.run(start_slot))),
-                KvLocation::Paged(_) => Err(wrong_kind(i, "contiguous")),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let runs = resolve(seqs, "contiguous", |kv| match kv {
+            KvLocation::Contiguous { start_slot } => Some(self.run(start_slot)),
+            KvLocation::Paged(_) => None,
+        })?;
         contiguous_attention(cfg, self, layer, q, &runs, out)
     }
 }
