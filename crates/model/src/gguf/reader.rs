@@ -6,8 +6,30 @@ use crate::gguf::value::{Array, TensorInfo, Value, ARRAY_TYPE, MAX_DIMS};
 use crate::quant::GgmlType;
 use std::fmt::Display;
 
+/// The most characters of an error message taken from the file (names, keys).
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Makes text that may come from the file fit one short line: control characters (a key
+/// whose length field was overwritten can swallow newlines and NULs) are escaped, and the
+/// text is cut at [`MAX_MESSAGE_CHARS`].
+pub(super) fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_MESSAGE_CHARS {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub(super) fn corrupt(msg: impl Into<String>) -> ModelError {
-    ModelError::CorruptGguf(msg.into())
+    ModelError::CorruptGguf(printable(&msg.into()))
 }
 
 /// Copies a slice known to hold `N` bytes into an array.
@@ -211,7 +233,7 @@ impl<'a> Reader<'a> {
             ))
         })?;
         let kind = GgmlType::from_id(kind_id).ok_or_else(|| ModelError::UnsupportedTensorType {
-            name: name.clone(),
+            name: printable(&name),
             kind: GgmlType::id_name(kind_id),
         })?;
         let elems = dims
