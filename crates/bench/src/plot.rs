@@ -13,9 +13,17 @@ const COLORS: [RGBColor; 5] = [
     RGBColor(148, 103, 189),
 ];
 
-type Series = (String, Vec<(f64, f64)>);
+/// A named line: `(x, y)` points.
+pub type Series = (String, Vec<(f64, f64)>);
 
-fn line_chart(path: &Path, title: &str, x: &str, y: &str, series: &[Series]) -> Result<(), String> {
+/// Draws `series` as lines into an SVG file at `path` (axes from 0).
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x: &str,
+    y: &str,
+    series: &[Series],
+) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let pts = series.iter().flat_map(|s| s.1.iter());
     let (mut x1, mut y1) = (f64::MIN_POSITIVE, f64::MIN_POSITIVE);

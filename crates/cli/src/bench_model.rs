@@ -12,13 +12,23 @@
 //! Each test runs once to warm up, then `--reps` times; mean and standard deviation of
 //! tokens/s are reported, as llama-bench does. K/V live in the paged cache (blocks of 16,
 //! bf16 by default: llama-bench's cache is f16, the same bytes).
+//!
+//! Where the step's time goes: the machine's single-thread peaks of the three arithmetic
+//! paths (f32 FMA, int8 dot product, bf16 pair dot product) and its DRAM read bandwidth
+//! are probed first; each decode batch's step time is shown beside its roofline (the
+//! weights and the batch's K/V read once at that bandwidth, or its multiply-adds at the
+//! peak of the path the weights use on every thread, whichever is longer); and each of
+//! the step's matrix products is timed alone at every batch size, with its share of that
+//! peak and of the step. `--svg` draws step time and roofline against batch.
 
 use crate::flags::{parse_kv_dtype, parse_weights};
-use crate::machine::cpu_name;
+use crate::machine::{cpu_name, llc_bytes, read_bandwidth_gbps};
 use crate::model_file::model_or_default;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use pagedattn_kernels::{Batch, KvCache, KvLocation, LogitsFor};
+use pagedattn_kernels::{
+    bf16_peak_gmacs, fma_peak_gflops, int8_peak_gmacs, Batch, Cpu, KvCache, KvLocation, LogitsFor,
+};
 use pagedattn_kv::BlockId;
 use pagedattn_model::{LoadOptions, Model};
 use serde::Serialize;
@@ -56,6 +66,12 @@ pub struct ModelArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also draw step time and its roofline against batch size into this SVG file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Skip the machine probes, the roofline and the per-product table.
+    #[arg(long)]
+    pub no_breakdown: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,11 +81,40 @@ struct Machine {
     isa: String,
 }
 
+/// Single-thread peaks and the read bandwidth of all threads.
+#[derive(Debug, Serialize, Clone, Copy)]
+struct Peaks {
+    fma_gflops: f64,
+    int8_gmacs: f64,
+    bf16_gmacs: Option<f64>,
+    read_gbps: f64,
+}
+
 #[derive(Debug, Serialize)]
 struct Decode {
     batch: usize,
     tokens_per_s: f64,
     stddev: f64,
+    /// Mean time of one step of `batch` sequences.
+    step_ms: f64,
+    /// The step's roofline (see the module docs), when the machine was probed.
+    roofline_ms: Option<f64>,
+}
+
+/// One matrix product of the step timed alone at one batch size.
+#[derive(Debug, Serialize)]
+struct ProductTime {
+    name: &'static str,
+    dtype: &'static str,
+    rows: usize,
+    cols: usize,
+    /// Times per step.
+    per_step: usize,
+    batch: usize,
+    us: f64,
+    gmacs: f64,
+    /// Share of the path's peak on all threads.
+    peak_share: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,8 +131,10 @@ struct Report {
     weights: String,
     weight_bytes: usize,
     reps: usize,
+    peaks: Option<Peaks>,
     decode: Vec<Decode>,
     prefill: Vec<Prefill>,
+    products: Vec<ProductTime>,
 }
 
 /// Runs `pagedattn bench model`.
@@ -127,10 +174,11 @@ pub fn run(args: &ModelArgs) -> Result<()> {
         .num_threads(threads)
         .build()
         .context("cannot start the thread pool")?;
+    let cpu = model.cpu();
     let machine = Machine {
         cpu: cpu_name(),
         threads,
-        isa: pagedattn_kernels::Cpu::selected().to_string(),
+        isa: cpu.to_string(),
     };
     println!(
         "model: {} | weights {} ({:.0} MiB) | K/V {} | {} | {} threads | isa {}",
@@ -142,15 +190,33 @@ pub fn run(args: &ModelArgs) -> Result<()> {
         threads,
         machine.isa
     );
-    println!("{:<10} {:>12} {:>10}", "test", "tokens/s", "± sd");
+    let peaks = (!args.no_breakdown).then(|| pool.install(|| probe(cpu)));
+    if let Some(p) = &peaks {
+        println!(
+            "peaks per thread: f32 FMA {:.0} GFLOP/s | int8 dot ({}) {:.0} GMAC/s | bf16 dot {} | DRAM read {:.1} GB/s ({threads} threads)",
+            p.fma_gflops,
+            int8_path(cpu),
+            p.int8_gmacs,
+            p.bf16_gmacs
+                .map_or_else(|| "none".to_string(), |g| format!("{g:.0} GMAC/s")),
+            p.read_gbps
+        );
+    }
+    let roof = peaks.map(|p| Roofline::new(&model, p, threads, kv_dtype));
+    println!(
+        "{:<10} {:>12} {:>10} {:>10} {:>10}",
+        "test", "tokens/s", "± sd", "ms/step", "roofline"
+    );
     let mut report = Report {
         machine,
         model: path.display().to_string(),
         weights: weights.name().to_string(),
         weight_bytes: model.weight_bytes(),
         reps: args.reps,
+        peaks,
         decode: Vec::new(),
         prefill: Vec::new(),
+        products: Vec::new(),
     };
     pool.install(|| -> Result<()> {
         for &n in &args.prefill {
@@ -178,20 +244,233 @@ pub fn run(args: &ModelArgs) -> Result<()> {
             } else {
                 format!("tg{DECODE_STEPS} x{b}")
             };
-            println!("{name:<10} {mean:>12.1} {sd:>10.1}");
+            let step_ms = b as f64 / mean * 1e3;
+            let roofline_ms = roof.as_ref().map(|r| r.step_ms(b));
+            let shown = roofline_ms.map_or_else(String::new, |r| format!("{r:.2}"));
+            println!("{name:<10} {mean:>12.1} {sd:>10.1} {step_ms:>10.2} {shown:>10}");
             report.decode.push(Decode {
                 batch: b,
                 tokens_per_s: mean,
                 stddev: sd,
+                step_ms,
+                roofline_ms,
             });
+        }
+        if let Some(r) = &roof {
+            report.products = time_products(&model, r, &args.batch, &report.decode)?;
         }
         Ok(())
     })?;
+    print_ratios(&report.decode);
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
+    if let Some(p) = &args.svg {
+        draw(p, &report)?;
+    }
     Ok(())
+}
+
+/// The name of the int8 product path `cpu` runs.
+fn int8_path(cpu: Cpu) -> &'static str {
+    match cpu.isa() {
+        _ if cpu.vnni() => "vpdpbusd",
+        pagedattn_kernels::Isa::Avx512 | pagedattn_kernels::Isa::Avx2 => "vpmaddubsw",
+        _ => "scalar",
+    }
+}
+
+/// Probes the machine: single-thread peaks and the pool's read bandwidth.
+fn probe(cpu: Cpu) -> Peaks {
+    eprintln!("probing the dot-product peaks and the read bandwidth...");
+    Peaks {
+        fma_gflops: fma_peak_gflops(cpu, 0.2),
+        int8_gmacs: int8_peak_gmacs(cpu, 0.2),
+        bf16_gmacs: bf16_peak_gmacs(cpu, 0.2),
+        read_gbps: read_bandwidth_gbps(cpu, llc_bytes()),
+    }
+}
+
+/// A decode step's lower bound on this machine.
+struct Roofline {
+    peaks: Peaks,
+    threads: usize,
+    /// Bytes of weights a step reads (every matrix once).
+    weight_bytes: f64,
+    /// K/V bytes per position, all layers.
+    kv_bytes_per_token: f64,
+    /// Multiply-adds per token: the matrix products and attention at the mean context.
+    macs_per_token: f64,
+    /// Peak multiply-adds per second of one thread on the weights' path.
+    path_gmacs: f64,
+}
+
+impl Roofline {
+    fn new(model: &Model, peaks: Peaks, threads: usize, dtype: pagedattn_kernels::DType) -> Self {
+        let c = model.config();
+        let products = model.products();
+        let quantized = products.iter().any(|(_, m, _)| m.is_quantized());
+        let bf16 = products.iter().any(|(_, m, _)| m.dtype_name() == "bf16");
+        let path_gmacs = if quantized {
+            peaks.int8_gmacs
+        } else if bf16 && peaks.bf16_gmacs.is_some() {
+            peaks.bf16_gmacs.unwrap_or(0.0)
+        } else {
+            peaks.fma_gflops / 2.0
+        };
+        let context = (DECODE_PROMPT + DECODE_STEPS / 2) as f64;
+        let mut macs: f64 = products
+            .iter()
+            .map(|(_, m, n)| (m.rows() * m.cols() * n) as f64)
+            .sum();
+        // Scores and weighted values: 2 x context x q_dim per layer.
+        macs += 2.0 * context * (c.q_dim() * c.num_layers) as f64;
+        Self {
+            peaks,
+            threads,
+            weight_bytes: products
+                .iter()
+                .map(|(_, m, n)| (m.bytes() * n) as f64)
+                .sum(),
+            kv_bytes_per_token: c.kv_shape(dtype).bytes_per_token() as f64,
+            macs_per_token: macs,
+            path_gmacs,
+        }
+    }
+
+    /// Reading the weights and `batch` sequences' K/V (at the mean context of the decode
+    /// test) from DRAM, milliseconds.
+    fn memory_ms(&self, batch: usize) -> f64 {
+        let context = (DECODE_PROMPT + DECODE_STEPS / 2) as f64;
+        let bytes = self.weight_bytes + batch as f64 * context * self.kv_bytes_per_token;
+        bytes / (self.peaks.read_gbps * 1e9) * 1e3
+    }
+
+    /// `batch` tokens' multiply-adds at the path's peak on every thread, milliseconds.
+    fn compute_ms(&self, batch: usize) -> f64 {
+        batch as f64 * self.macs_per_token / (self.path_gmacs * 1e9 * self.threads as f64) * 1e3
+    }
+
+    fn step_ms(&self, batch: usize) -> f64 {
+        self.memory_ms(batch).max(self.compute_ms(batch))
+    }
+}
+
+/// Times each of the step's matrix products alone at every batch size (on the pool's
+/// threads, as the step runs them): best of several calls after a warm-up.
+fn time_products(
+    model: &Model,
+    roof: &Roofline,
+    batches: &[usize],
+    decode: &[Decode],
+) -> Result<Vec<ProductTime>> {
+    let cpu = model.cpu();
+    println!(
+        "\n{:<8} {:>6} {:>12} {:>6} {:>9} {:>8} {:>7} {:>7}",
+        "product", "type", "shape", "batch", "µs/call", "GMAC/s", "%peak", "%step"
+    );
+    let peak = |m: &pagedattn_model::Matrix| {
+        if m.is_quantized() {
+            roof.peaks.int8_gmacs
+        } else if m.dtype_name() == "bf16" {
+            roof.peaks
+                .bf16_gmacs
+                .unwrap_or(roof.peaks.fma_gflops / 2.0)
+        } else {
+            roof.peaks.fma_gflops / 2.0
+        }
+    } * roof.threads as f64;
+    let mut out = Vec::new();
+    for &b in batches {
+        let step_ms = decode.iter().find(|d| d.batch == b).map(|d| d.step_ms);
+        for (name, m, per_step) in model.products() {
+            let x: Vec<f32> = (0..b * m.cols())
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0)
+                .collect();
+            let mut y = vec![0.0; b * m.rows()];
+            let macs = (b * m.rows() * m.cols()) as f64;
+            // About 20 ms of calls per timing, best of five.
+            m.multiply(cpu, &x, &mut y, false)?;
+            let t = Instant::now();
+            m.multiply(cpu, &x, &mut y, false)?;
+            let once = t.elapsed().as_secs_f64();
+            let calls = ((0.02 / once.max(1e-7)) as usize).clamp(1, 10_000);
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
+                for _ in 0..calls {
+                    m.multiply(cpu, &x, &mut y, false)?;
+                }
+                best = best.min(t.elapsed().as_secs_f64() / calls as f64);
+            }
+            std::hint::black_box(&y);
+            let gmacs = macs / best / 1e9;
+            let share = step_ms.map_or(f64::NAN, |s| best * per_step as f64 * 1e3 / s);
+            println!(
+                "{name:<8} {:>6} {:>12} {b:>6} {:>9.1} {gmacs:>8.1} {:>6.0}% {:>6.0}%",
+                m.dtype_name(),
+                format!("{}x{}", m.rows(), m.cols()),
+                best * 1e6,
+                gmacs / peak(m) * 100.0,
+                share * 100.0
+            );
+            out.push(ProductTime {
+                name,
+                dtype: m.dtype_name(),
+                rows: m.rows(),
+                cols: m.cols(),
+                per_step,
+                batch: b,
+                us: best * 1e6,
+                gmacs,
+                peak_share: gmacs / peak(m),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Step time at each batch size against the step of one sequence.
+fn print_ratios(decode: &[Decode]) {
+    let Some(one) = decode.iter().find(|d| d.batch == 1) else {
+        return;
+    };
+    let ratios: Vec<String> = decode
+        .iter()
+        .filter(|d| d.batch > 1)
+        .map(|d| {
+            format!(
+                "step({}) = {:.2} x step(1)",
+                d.batch,
+                d.step_ms / one.step_ms
+            )
+        })
+        .collect();
+    if !ratios.is_empty() {
+        println!("\n{}", ratios.join(" | "));
+    }
+}
+
+/// Draws step time and its roofline against batch size.
+fn draw(path: &std::path::Path, report: &Report) -> Result<()> {
+    let pts = |f: &dyn Fn(&Decode) -> Option<f64>| -> Vec<(f64, f64)> {
+        report
+            .decode
+            .iter()
+            .filter_map(|d| f(d).map(|v| (d.batch as f64, v)))
+            .collect()
+    };
+    let mut series = vec![("measured step".to_string(), pts(&|d| Some(d.step_ms)))];
+    if report.peaks.is_some() {
+        series.push(("roofline".to_string(), pts(&|d| d.roofline_ms)));
+    }
+    let title = format!(
+        "decode step time against batch ({}, {} threads, {} weights)",
+        report.machine.cpu, report.machine.threads, report.weights
+    );
+    pagedattn_bench::plot::line_chart(path, &title, "sequences per step", "ms per step", &series)
+        .map_err(|e| anyhow!("cannot draw {e}"))
 }
 
 /// One warm-up call, then `reps` timed ones: mean and sample standard deviation.

@@ -21,7 +21,10 @@
 //!   ([`Cpu::selected`], or the path `PAGEDATTN_ISA` names) and passed to every kernel.
 //! - [`linear`]: `y (+)= x W^T` over a [`PackedMatrix`] (f32, f16 or bf16 weights in
 //!   panels of [`PANEL`] output features), any number of rows, weights read once per call;
-//!   [`qlinear`] over GGML's quantized blocks with integer dot products.
+//!   [`qlinear`] over GGML's quantized blocks with integer dot products; [`swiglu`], the
+//!   MLP's activation.
+//! - [`fma_peak_gflops`], [`int8_peak_gmacs`], [`bf16_peak_gmacs`]: this CPU's peaks on
+//!   each arithmetic path, for rooflines.
 //! - [`reference_attention`]: the f64 specification the kernels are tested against.
 //!
 //! ```
@@ -53,6 +56,7 @@
 // Every `unsafe` block says why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod activation;
 mod attention;
 mod cpu;
 mod error;
@@ -63,6 +67,7 @@ mod store;
 #[doc(hidden)]
 pub mod testing;
 
+pub use activation::swiglu;
 pub use attention::kernel::{
     AttentionKernel, AttentionPhase, ContiguousAttention, PaddedAttention, PagedAttention,
 };
@@ -71,7 +76,7 @@ pub use attention::spec::{AttentionConfig, ContiguousSeq, PagedSeq, SeqSpec, Spl
 pub use attention::{contiguous_attention, padded_attention, paged_attention};
 pub use cpu::{Cpu, Isa};
 pub use error::{KernelError, Result};
-pub use probe::{fma_peak_gflops, sum_f32};
+pub use probe::{bf16_peak_gmacs, fma_peak_gflops, int8_peak_gmacs, sum_f32};
 pub use products::dense::linear;
 pub use products::packed::{PackedMatrix, PANEL};
 pub use products::quant::blocks::{QuantType, QK, QK_K};

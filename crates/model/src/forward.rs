@@ -156,7 +156,7 @@ impl Model {
             matmul(self.cpu, &a.attn, &w.wo, &mut a.x, true)?;
             rms_norm(&a.x, &w.ffn_norm, c.rms_norm_eps, &mut a.h);
             matmul(self.cpu, &a.h, &w.w_gate_up, &mut a.gate_up, false)?;
-            swiglu(&a.gate_up, f, &mut a.act);
+            swiglu(self.cpu, &a.gate_up, f, &mut a.act)?;
             matmul(self.cpu, &a.act, &w.w_down, &mut a.x, true)?;
         }
 

@@ -6,6 +6,20 @@
 use crate::weights::{Matrix, Store};
 use pagedattn_kernels::{linear, qlinear, Cpu, KernelError, QuantMatrix};
 
+impl Matrix {
+    /// `y = x W^T` (or `y += x W^T` when `accumulate`) for `x: [m, cols]`, `y: [m, rows]`,
+    /// on `cpu`'s path: the product the forward pass runs ([`matmul`]).
+    pub fn multiply(
+        &self,
+        cpu: Cpu,
+        x: &[f32],
+        y: &mut [f32],
+        accumulate: bool,
+    ) -> Result<(), KernelError> {
+        matmul(cpu, x, self, y, accumulate)
+    }
+}
+
 /// `y = x W^T` (or `y += x W^T` when `accumulate`), `x: [m, w.cols]`, `y: [m, w.rows]`.
 /// Mismatched shapes are an error in every build (a release build must not return a
 /// partial product as if it were whole).

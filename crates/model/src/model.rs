@@ -6,7 +6,7 @@ use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::rope::Rope;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{GgufSource, RandomSource, WeightDType, Weights};
+use crate::weights::{GgufSource, Matrix, RandomSource, WeightDType, Weights};
 use pagedattn_kernels::Cpu;
 use std::path::Path;
 
@@ -126,5 +126,21 @@ impl Model {
     /// Bytes held by the weights.
     pub fn weight_bytes(&self) -> usize {
         self.weights.bytes()
+    }
+
+    /// The matrix products of one step, in the order the forward pass runs them: one
+    /// layer's (`qkv`, `o`, `gate_up`, `down`; every layer has the same shapes) and the
+    /// LM head, each with the number of times a step runs it (the layer count, or 1).
+    pub fn products(&self) -> Vec<(&'static str, &Matrix, usize)> {
+        let layers = self.weights.layers.len();
+        let mut out = Vec::new();
+        if let Some(l) = self.weights.layers.first() {
+            out.push(("qkv", &l.wqkv, layers));
+            out.push(("o", &l.wo, layers));
+            out.push(("gate_up", &l.w_gate_up, layers));
+            out.push(("down", &l.w_down, layers));
+        }
+        out.push(("lm_head", self.weights.head(), 1));
+        out
     }
 }

@@ -1,6 +1,7 @@
 //! Row-wise elementwise operations of the decoder: RMSNorm and the SwiGLU activation.
 //! Rows are independent, so large batches are split across the rayon pool.
 
+use pagedattn_kernels::{self as kernels, Cpu, KernelError};
 use rayon::prelude::*;
 
 /// Rows per rayon task; below twice this a batch runs on the calling thread. A decode
@@ -30,29 +31,24 @@ pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// SwiGLU: `out[r] = silu(gate) * up` where row `r` of `gate_up` is `[gate | up]`, each
-/// `ffn` wide.
-pub(crate) fn swiglu(gate_up: &[f32], ffn: usize, out: &mut [f32]) {
+/// `ffn` wide, on `cpu`'s vector path ([`pagedattn_kernels::swiglu`]).
+pub(crate) fn swiglu(
+    cpu: Cpu,
+    gate_up: &[f32],
+    ffn: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
     if ffn == 0 {
-        return;
+        return Ok(());
     }
     let rows = out.len() / ffn;
-    let row = |(gu, o): (&[f32], &mut [f32])| {
-        let (g, u) = gu.split_at(ffn);
-        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = g / (1.0 + (-g).exp()) * u;
-        }
-    };
     if rows >= 2 * ROWS_PER_TASK {
         gate_up
-            .par_chunks(2 * ffn)
-            .zip(out.par_chunks_mut(ffn))
-            .with_min_len(ROWS_PER_TASK)
-            .for_each(row);
+            .par_chunks(2 * ffn * ROWS_PER_TASK)
+            .zip(out.par_chunks_mut(ffn * ROWS_PER_TASK))
+            .try_for_each(|(gu, o)| kernels::swiglu(cpu, gu, ffn, o))
     } else {
-        gate_up
-            .chunks(2 * ffn)
-            .zip(out.chunks_mut(ffn))
-            .for_each(row);
+        kernels::swiglu(cpu, gate_up, ffn, out)
     }
 }
 
@@ -74,9 +70,9 @@ mod tests {
     fn swiglu_rows() {
         let gu = [0.0, 1.0, 5.0, 7.0, 100.0, -100.0, 2.0, 3.0];
         let mut out = [0.0; 4];
-        swiglu(&gu, 2, &mut out);
+        swiglu(Cpu::selected(), &gu, 2, &mut out).unwrap();
         assert_eq!(out[0], 0.0);
-        assert!((out[1] - 1.0 / (1.0 + (-1f32).exp()) * 7.0).abs() < 1e-6);
+        assert!((out[1] - 1.0 / (1.0 + (-1f32).exp()) * 7.0).abs() < 1e-5);
         assert!((out[2] - 200.0).abs() < 1e-3);
         assert!(out[3].abs() < 1e-3);
     }

@@ -63,13 +63,13 @@ pub(crate) enum Store {
 impl std::fmt::Debug for Matrix {
     // The values would be megabytes of output; the shape and type say what it is.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dtype = match &self.store {
-            Store::F32(_) => "f32",
-            Store::Bf16(_) => "bf16",
-            Store::Quant(q) => q.ty().name(),
-            Store::Stacked(_) => "mixed quantized",
-        };
-        write!(f, "Matrix[{}x{}, {dtype}]", self.rows(), self.cols())
+        write!(
+            f,
+            "Matrix[{}x{}, {}]",
+            self.rows(),
+            self.cols(),
+            self.dtype_name()
+        )
     }
 }
 
@@ -124,6 +124,22 @@ impl Matrix {
             Store::Quant(q) => q.cols(),
             Store::Stacked(parts) => parts[0].cols(),
         }
+    }
+
+    /// The element type it is held in (`f32`, `bf16`, a block type such as `Q4_1`, or
+    /// `mixed` for row blocks of several block types).
+    pub fn dtype_name(&self) -> &'static str {
+        match &self.store {
+            Store::F32(_) => "f32",
+            Store::Bf16(_) => "bf16",
+            Store::Quant(q) => q.ty().name(),
+            Store::Stacked(_) => "mixed",
+        }
+    }
+
+    /// Whether its products run on the int8 path (quantized blocks).
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.store, Store::Quant(_) | Store::Stacked(_))
     }
 
     pub(crate) fn store(&self) -> &Store {

@@ -361,7 +361,11 @@ fn native_weights_continue_the_capital_of_france_with_paris() {
 /// the logits with f32 weights, above), and wherever that moves an activation across an int8
 /// rounding boundary the difference grows through the layers, like another draw of the
 /// activation-quantization noise: measured up to 0.99 in the logits (the same size as native
-/// vs f32), with the argmax equal at 18 of 20 positions. Greedy decoding can then take
+/// vs f32), with the argmax equal at 18 of 20 positions, and 1.29 with 20 of 20 once SiLU's
+/// `exp` became the vector polynomial (relative error 5e-7 against libm's: another draw of
+/// the same noise). The bound, 2 (about 7% of the logits' span), and the argmax agreeing at
+/// 16 of 20 positions or more still catch a broken decode path, whose logits differ by
+/// tens. Greedy decoding can then take
 /// another path where the top two are close (llama.cpp's products behave the same way with
 /// a different batch); docs/SERVER.md says what that means for serving.
 #[test]
@@ -370,7 +374,8 @@ fn native_incremental_decode_stays_near_one_prefill() {
     eprintln!(
         "native incremental vs prefill: max |diff| = {worst:.2e}, argmax equal at {same_argmax}/{steps}"
     );
-    assert!(worst < 1.0, "max |diff| {worst}");
+    assert!(worst < 2.0, "max |diff| {worst}");
+    assert!(same_argmax * 5 >= steps * 4, "argmax equal at {same_argmax}/{steps}");
 }
 
 /// What the crate does not implement — other architectures, tokenizer models and

@@ -4,12 +4,12 @@ use crate::cpu::lanes::{widen_tail, Lanes};
 use std::arch::x86_64::{
     __m256, _mm256_add_epi32, _mm256_add_ps, _mm256_blendv_ps, _mm256_castps256_ps128,
     _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_cvtepu16_epi32, _mm256_cvtph_ps, _mm256_cvtps_epi32,
-    _mm256_extractf128_ps, _mm256_floor_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256,
-    _mm256_max_ps, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_si256,
-    _mm256_shuffle_ps, _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_ps, _mm256_unpackhi_epi16,
-    _mm256_unpackhi_ps, _mm256_unpacklo_epi16, _mm256_unpacklo_ps, _mm_add_ps, _mm_add_ss,
-    _mm_cvtss_f32, _mm_loadu_si128, _mm_max_ps, _mm_max_ss, _mm_movehl_ps, _mm_prefetch,
-    _mm_shuffle_ps, _mm_storeu_ps, _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
+    _mm256_div_ps, _mm256_extractf128_ps, _mm256_floor_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
+    _mm256_loadu_si256, _mm256_max_ps, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps,
+    _mm256_setzero_si256, _mm256_shuffle_ps, _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_ps,
+    _mm256_unpackhi_epi16, _mm256_unpackhi_ps, _mm256_unpacklo_epi16, _mm256_unpacklo_ps,
+    _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_max_ps, _mm_max_ss, _mm_movehl_ps,
+    _mm_prefetch, _mm_shuffle_ps, _mm_storeu_ps, _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
 };
 
 /// Token for AVX2 + FMA + F16C. Created only in its entry (`entry.rs`), which is compiled
@@ -66,6 +66,11 @@ impl Lanes for Avx2 {
     fn mul(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: token proves AVX.
         unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: token proves AVX.
+        unsafe { _mm256_div_ps(a, b) }
     }
     #[inline(always)]
     fn fma(self, a: __m256, b: __m256, c: __m256) -> __m256 {

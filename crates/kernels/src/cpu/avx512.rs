@@ -4,13 +4,13 @@ use crate::cpu::lanes::{widen_tail, Lanes};
 use std::arch::x86_64::{
     __m512, __mmask16, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_castps512_ps128,
     _mm512_castsi512_ps, _mm512_cmp_ps_mask, _mm512_cvtepu16_epi32, _mm512_cvtph_ps,
-    _mm512_cvtps_epi32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_blend_ps,
-    _mm512_mask_i32gather_ps, _mm512_max_ps, _mm512_mul_ps, _mm512_reduce_add_ps,
-    _mm512_reduce_max_ps, _mm512_roundscale_ps, _mm512_set1_epi32, _mm512_set1_ps,
-    _mm512_setzero_ps, _mm512_setzero_si512, _mm512_shuffle_f32x4, _mm512_shuffle_ps,
-    _mm512_slli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm512_unpackhi_epi16, _mm512_unpackhi_ps,
-    _mm512_unpacklo_epi16, _mm512_unpacklo_ps, _mm_prefetch, _mm_storeu_ps, _CMP_LT_OQ,
-    _MM_HINT_T0, _MM_HINT_T1,
+    _mm512_cvtps_epi32, _mm512_div_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512,
+    _mm512_mask_blend_ps, _mm512_mask_i32gather_ps, _mm512_max_ps, _mm512_mul_ps,
+    _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps, _mm512_set1_epi32,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_setzero_si512, _mm512_shuffle_f32x4,
+    _mm512_shuffle_ps, _mm512_slli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm512_unpackhi_epi16,
+    _mm512_unpackhi_ps, _mm512_unpacklo_epi16, _mm512_unpacklo_ps, _mm_prefetch, _mm_storeu_ps,
+    _CMP_LT_OQ, _MM_HINT_T0, _MM_HINT_T1,
 };
 
 /// Token for AVX-512F/BW/VL + FMA + F16C. Created only in its entry (`entry.rs`), which is
@@ -68,6 +68,11 @@ impl Lanes for Avx512 {
     fn mul(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: token proves AVX-512F.
         unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token proves AVX-512F.
+        unsafe { _mm512_div_ps(a, b) }
     }
     #[inline(always)]
     fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {

@@ -88,7 +88,7 @@ entries! {
     /// Quantized products with AVX-512 VNNI (`vpdpbusd`).
     #[cfg(target_arch = "x86_64")]
     fn int8_vnni(op: Int8Op) with crate::products::quant::x86::VnniQ =
-        "avx2,fma,f16c,avx512f,avx512vl,avx512vnni" => { run::<_, 4> };
+        "avx2,fma,f16c,avx512f,avx512vl,avx512vnni" => { run::<_, 8> };
     /// bf16 products with AVX-512 BF16 (`vdpbf16ps`).
     #[cfg(target_arch = "x86_64")]
     fn bf16_dot(op: Bf16Op) with crate::cpu::bf16::Bf16Dot =

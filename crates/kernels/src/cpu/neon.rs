@@ -4,8 +4,8 @@
 use crate::cpu::lanes::{widen_tail, Lanes};
 use std::arch::aarch64::{
     float32x4_t, uint32x4_t, vaddq_f32, vaddq_s32, vaddvq_f32, vbslq_f32, vcltq_f32, vcvtq_s32_f32,
-    vdupq_n_f32, vdupq_n_s32, vfmaq_f32, vld1q_f32, vmaxq_f32, vmaxvq_f32, vmulq_f32, vpaddq_f32,
-    vreinterpretq_f32_s32, vrndmq_f32, vshlq_n_s32, vst1q_f32, vsubq_f32,
+    vdivq_f32, vdupq_n_f32, vdupq_n_s32, vfmaq_f32, vld1q_f32, vmaxq_f32, vmaxvq_f32, vmulq_f32,
+    vpaddq_f32, vreinterpretq_f32_s32, vrndmq_f32, vshlq_n_s32, vst1q_f32, vsubq_f32,
 };
 
 /// Token for NEON. Created only in its entry (`entry.rs`), compiled with `neon` and
@@ -61,6 +61,11 @@ impl Lanes for Neon {
     fn mul(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
         // SAFETY: token proves NEON.
         unsafe { vmulq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: token proves NEON.
+        unsafe { vdivq_f32(a, b) }
     }
     #[inline(always)]
     fn fma(self, a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {

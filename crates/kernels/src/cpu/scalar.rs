@@ -43,6 +43,10 @@ impl Lanes for Scalar {
         a * b
     }
     #[inline(always)]
+    fn div(self, a: f32, b: f32) -> f32 {
+        a / b
+    }
+    #[inline(always)]
     fn fma(self, a: f32, b: f32, c: f32) -> f32 {
         // `mul_add` is a libm call without hardware FMA; a plain multiply-add is as
         // accurate as the tests need and keeps the fallback fast.

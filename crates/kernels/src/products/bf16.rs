@@ -15,9 +15,9 @@ use crate::cpu::bf16::Bf16Dot;
 use crate::cpu::entry::Bf16Op;
 use crate::products::packed::PANEL;
 use std::arch::x86_64::{
-    __m512, __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_loadu_si512, _mm512_set1_epi32,
-    _mm512_setzero_ps, _mm512_setzero_si512, _mm512_storeu_ps, _mm512_unpackhi_epi16,
-    _mm512_unpacklo_epi16,
+    __m512, __m512bh, __m512i, _mm512_add_ps, _mm512_dpbf16_ps, _mm512_loadu_si512,
+    _mm512_set1_epi32, _mm512_setzero_ps, _mm512_setzero_si512, _mm512_storeu_ps,
+    _mm512_unpackhi_epi16, _mm512_unpacklo_epi16,
 };
 
 /// Rows per register block.
@@ -158,6 +158,34 @@ fn block<const R: usize>(
             let v = if f % 8 < 4 { tl[lane] } else { th[lane] };
             *o = if accumulate { *o + v } else { v };
         }
+    }
+}
+
+/// `iters` rounds of `C` independent `vdpbf16ps` on fixed operands (the machine probe of
+/// `probe.rs`); returns a value that depends on all of them.
+#[inline(always)]
+pub(crate) fn dot_chains<const C: usize>(_: Bf16Dot, iters: usize) -> f32 {
+    // SAFETY: the token proves AVX-512F/BW and BF16; the transmutes reinterpret 512 bits
+    // as 32 bf16, the same size.
+    unsafe {
+        let w = std::hint::black_box(std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+            0x3f80_3f80,
+        )));
+        let x = std::hint::black_box(std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+            0x3c00_3c00,
+        )));
+        let mut acc = [_mm512_setzero_ps(); C];
+        for _ in 0..iters {
+            for a in &mut acc {
+                *a = _mm512_dpbf16_ps(*a, w, x);
+            }
+        }
+        let mut out = [0.0f32; 16];
+        let total = acc
+            .iter()
+            .fold(_mm512_setzero_ps(), |t, &a| _mm512_add_ps(t, a));
+        _mm512_storeu_ps(out.as_mut_ptr(), total);
+        out.iter().sum()
     }
 }
 

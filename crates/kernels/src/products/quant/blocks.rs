@@ -415,10 +415,19 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
     // Round to nearest (ties to even) by adding and subtracting 1.5 * 2^23 (`f32::round`
     // is a library call without SSE4.1).
     const MAGIC: f32 = 12_582_912.0;
+    // Lane-wise maxima and checks over eight lanes, reduced once per block: a fold over
+    // the block is a chain of dependent scalar maxima that does not vectorize.
+    const L: usize = 8;
     for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let nonfinite = xs.iter().fold(false, |bad, v| bad | !v.is_finite());
-        if nonfinite {
+        let (mut lane_max, mut lane_bad) = ([0.0f32; L], [false; L]);
+        for c in xs.chunks_exact(L) {
+            for j in 0..L {
+                lane_max[j] = lane_max[j].max(c[j].abs());
+                lane_bad[j] |= !c[j].is_finite();
+            }
+        }
+        let amax = lane_max.iter().fold(0.0f32, |m, &v| m.max(v));
+        if lane_bad.iter().any(|&b| b) {
             *b = ActBlock {
                 d: f32::NAN,
                 s: f32::NAN,
@@ -428,22 +437,34 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
             };
             continue;
         }
+        // `1 / d` as GGML computes it. A block whose scale is subnormal (|x| < ~1e-36)
+        // has no finite inverse: it quantizes to zeros with scale 0 (0 x inf is NaN).
         let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut q = [0i32; QK];
-        for (q, &v) in q.iter_mut().zip(xs) {
-            let r = ((v * inv + MAGIC) - MAGIC).clamp(-127.0, 127.0);
-            // SAFETY: `r` is finite (the block was checked) and within [-127, 127].
-            *q = unsafe { r.to_int_unchecked::<i32>() };
+        let (d, inv) = match 1.0 / d {
+            inv if d > 0.0 && inv.is_finite() => (d, inv),
+            _ => (0.0, 0.0),
+        };
+        // The codes as f32 (whole numbers), summed per lane: exact, |sum| <= 32 x 127.
+        let mut r = [0.0f32; QK];
+        for (r, &v) in r.iter_mut().zip(xs) {
+            *r = ((v * inv + MAGIC) - MAGIC).clamp(-127.0, 127.0);
         }
-        let lo: i32 = q[..QK / 2].iter().sum();
-        let sum = lo + q[QK / 2..].iter().sum::<i32>();
-        for (o, &v) in b.q.iter_mut().zip(&q) {
-            // In [-127, 127]: the cast is exact.
-            #[allow(clippy::cast_possible_truncation)]
-            {
-                *o = v as i8;
+        let mut half_sums = [[0.0f32; L]; 2];
+        for (h, half) in half_sums.iter_mut().zip(r.chunks_exact(QK / 2)) {
+            for c in half.chunks_exact(L) {
+                for j in 0..L {
+                    h[j] += c[j];
+                }
             }
+        }
+        // Whole numbers of magnitude <= 16 x 127: the casts are exact.
+        #[allow(clippy::cast_possible_truncation)]
+        let [lo, hi] = half_sums.map(|h| h.iter().sum::<f32>() as i32);
+        let sum = lo + hi;
+        for (o, &v) in b.q.iter_mut().zip(&r) {
+            // SAFETY: `v` is finite (the block was checked and `inv` is finite) and a whole
+            // number in [-127, 127].
+            *o = unsafe { v.to_int_unchecked::<i8>() };
         }
         b.d = d;
         b.qsum = sum;

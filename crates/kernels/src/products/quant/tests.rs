@@ -198,6 +198,42 @@ fn a_row_does_not_depend_on_the_rows_beside_it() {
     });
 }
 
+/// Every row count from 1 to 33 (every tile height and leftover on every path) on every
+/// block type, and weight rows not a multiple of the group of eight: each row of the
+/// product equals that row multiplied alone, bit for bit (a row's arithmetic does not
+/// depend on the tile it lands in), and within the bounds of [`check_products`].
+#[test]
+fn every_row_count_to_33_gives_each_row_its_own_product() {
+    for ty in TYPES
+        .into_iter()
+        .chain([QuantType::Q4K, QuantType::Q5K, QuantType::Q6K])
+    {
+        let (n, k) = (21, ty.block_values() * 2);
+        let w = if ty.block_values() == QK {
+            QuantMatrix::quantize(ty, n, k, &data(n * k, 11)).unwrap()
+        } else {
+            QuantMatrix::new(ty, n, k, &random_blocks(ty, n, 2, 12)).unwrap()
+        };
+        let x = data(33 * k, 13);
+        every_path(|path| {
+            let alone: Vec<Vec<f32>> = x
+                .chunks_exact(k)
+                .map(|row| {
+                    let mut y = vec![0.0; n];
+                    qlinear(path, row, &w, &mut y, false).unwrap();
+                    y
+                })
+                .collect();
+            for m in 1..=33 {
+                let y = check_products(path, &w, &x[..m * k]);
+                for (i, want) in alone[..m].iter().enumerate() {
+                    assert_eq!(&y[i * n..(i + 1) * n], want, "{ty:?} {path} m={m} row {i}");
+                }
+            }
+        });
+    }
+}
+
 #[test]
 fn block_layouts_from_bytes() {
     // Q4_0: d = 0.5, nibble j = j, high nibble 15 - j: values (q - 8) * d.
@@ -269,6 +305,25 @@ fn bad_shapes_and_lengths_are_errors() {
     assert!(qlinear(Cpu::scalar(), &[0.0; 64], &w, &mut y, false).is_err());
     assert!(qlinear(Cpu::scalar(), &[0.0; 33], &w, &mut y, false).is_err());
     assert!(w.row_into(2, &mut [0.0; 32]).is_err());
+}
+
+/// Activations so small that the block's scale is subnormal (its inverse overflows): the
+/// block counts as zeros, the output is finite and about zero on every path, never NaN.
+#[test]
+fn subnormal_activation_blocks_give_finite_outputs() {
+    let w = QuantMatrix::quantize(QuantType::Q4_1, 9, 64, &data(9 * 64, 3)).unwrap();
+    let mut x = vec![0.0f32; 64];
+    x[0] = 1e-40;
+    x[5] = -3e-39;
+    x[40] = 1e-41;
+    every_path(|path| {
+        let mut y = vec![f32::NAN; 9];
+        qlinear(path, &x, &w, &mut y, false).unwrap();
+        assert!(
+            y.iter().all(|v| v.is_finite() && v.abs() < 1e-30),
+            "{path}: {y:?}"
+        );
+    });
 }
 
 #[test]

@@ -95,8 +95,12 @@ pub(crate) struct Task<'a, 'o, 'r> {
     pub accumulate: bool,
 }
 
+/// Every weight group against every activation row: tiles of `RX` rows, then the rest in
+/// one tile of as many rows (at most 8; `RX` is at most 8 on every path), so a group's
+/// codes are unpacked `ceil(m / RX)` times, not once per leftover row.
 #[inline(always)]
 pub(crate) fn run<Q: QLanes, const T: u8, const RX: usize>(q: Q, t: &mut Task) {
+    const { assert!(RX >= 1 && RX <= 8, "tiles of 1 to 8 rows") };
     let m = t.out.len();
     for g in 0..t.n.div_ceil(GROUP) {
         let mut i = 0;
@@ -104,9 +108,16 @@ pub(crate) fn run<Q: QLanes, const T: u8, const RX: usize>(q: Q, t: &mut Task) {
             tile::<Q, T, RX>(q, t, g, i);
             i += RX;
         }
-        while i < m {
-            tile::<Q, T, 1>(q, t, g, i);
-            i += 1;
+        // Leftover rows (fewer than RX, so the branches above RX are never taken).
+        match m - i {
+            0 => {}
+            1 => tile::<Q, T, 1>(q, t, g, i),
+            2 => tile::<Q, T, 2>(q, t, g, i),
+            3 => tile::<Q, T, 3>(q, t, g, i),
+            4 => tile::<Q, T, 4>(q, t, g, i),
+            5 => tile::<Q, T, 5>(q, t, g, i),
+            6 => tile::<Q, T, 6>(q, t, g, i),
+            _ => tile::<Q, T, 7>(q, t, g, i),
         }
     }
 }
