@@ -375,7 +375,10 @@ fn native_incremental_decode_stays_near_one_prefill() {
         "native incremental vs prefill: max |diff| = {worst:.2e}, argmax equal at {same_argmax}/{steps}"
     );
     assert!(worst < 2.0, "max |diff| {worst}");
-    assert!(same_argmax * 5 >= steps * 4, "argmax equal at {same_argmax}/{steps}");
+    assert!(
+        same_argmax * 5 >= steps * 4,
+        "argmax equal at {same_argmax}/{steps}"
+    );
 }
 
 /// What the crate does not implement — other architectures, tokenizer models and
