@@ -176,17 +176,18 @@ fn well_behaved(bytes: Vec<u8>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// A key length that grows over the bytes after it takes in newlines and NULs; the error
-/// still reads as one line, with those bytes escaped, and is cut short if the key is long.
+/// A key or tensor name length that grows over the bytes after it takes in newlines and
+/// NULs; the error still reads as one line, with those bytes escaped, and is cut short if
+/// the name is long.
 #[test]
 fn a_key_that_swallows_control_bytes_is_named_on_one_line() {
     let (valid, fields) = valid_file();
     let key_lengths: Vec<Field> = fields
         .iter()
         .copied()
-        .filter(|f| f.name == "key length")
+        .filter(|f| f.name == "key length" || f.name == "tensor name length")
         .collect();
-    for extra in [1u64, 5, 13, 200] {
+    for extra in [1u64, 5, 13, 40, 90, 200] {
         for &f in &key_lengths {
             let mut bytes = valid.clone();
             let len = u64::from_le_bytes(bytes[f.at..f.at + 8].try_into().unwrap());
@@ -194,7 +195,8 @@ fn a_key_that_swallows_control_bytes_is_named_on_one_line() {
             let m = message(parse_fully(bytes));
             assert!(
                 !m.contains('\n') && !m.contains('\0') && m.len() < 400,
-                "key length +{extra} at byte {}: {m:?}",
+                "{} +{extra} at byte {}: {m:?}",
+                f.name,
                 f.at
             );
         }

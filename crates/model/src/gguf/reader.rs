@@ -6,16 +6,16 @@ use crate::gguf::value::{Array, TensorInfo, Value, ARRAY_TYPE, MAX_DIMS};
 use crate::quant::GgmlType;
 use std::fmt::Display;
 
-/// The most characters of an error message taken from the file (names, keys).
-const MAX_MESSAGE_CHARS: usize = 300;
+/// The most bytes of an error message built from the file's names and keys.
+const MAX_MESSAGE_BYTES: usize = 300;
 
 /// Makes text that may come from the file fit one short line: control characters (a key
 /// whose length field was overwritten can swallow newlines and NULs) are escaped, and the
-/// text is cut at [`MAX_MESSAGE_CHARS`].
+/// text is cut once it reaches [`MAX_MESSAGE_BYTES`] (escapes included).
 pub(super) fn printable(text: &str) -> String {
     let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == MAX_MESSAGE_CHARS {
+    for c in text.chars() {
+        if out.len() >= MAX_MESSAGE_BYTES {
             out.push_str("...");
             break;
         }

@@ -406,72 +406,87 @@ pub(crate) struct ActBlock {
     pub q: [i8; QK],
 }
 
-/// Quantizes `x` (a multiple of [`QK`] long) block by block: `d = max|x| / 127`, each value
-/// rounded to the nearest multiple of `d`. A block of zeros gets `d = 0`; a block holding a
-/// non-finite value gets a NaN scale and sum, so the product is NaN as the f32 path's is.
-/// Written to vectorize: compiled once per integer path (the `Quantize` op in `mod.rs`).
+impl ActBlock {
+    /// A block holding a non-finite value: NaN scale and sum, so the product is NaN.
+    pub(crate) const NON_FINITE: Self = Self {
+        d: f32::NAN,
+        s: f32::NAN,
+        qsum: 0,
+        qsum_lo: 0,
+        q: [0; QK],
+    };
+
+    /// Sets the scale and the code sums (the codes are written by the caller).
+    #[inline(always)]
+    pub(crate) fn finish(&mut self, d: f32, lo: i32, hi: i32) {
+        self.d = d;
+        self.qsum = lo + hi;
+        self.qsum_lo = lo;
+        #[allow(clippy::cast_precision_loss)] // |sum| <= 32 * 127
+        {
+            self.s = d * (lo + hi) as f32;
+        }
+    }
+}
+
+/// The scale of a block whose largest magnitude is `amax` (finite) and its inverse, as
+/// GGML computes them: `d = amax / 127`, `1 / d`. A block whose scale is subnormal
+/// (|x| < ~1e-36) has no finite inverse: it quantizes to zeros with scale 0 (0 x inf is
+/// NaN).
 #[inline(always)]
-pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
+pub(crate) fn act_scale(amax: f32) -> (f32, f32) {
+    let d = amax / 127.0;
+    match 1.0 / d {
+        inv if d > 0.0 && inv.is_finite() => (d, inv),
+        _ => (0.0, 0.0),
+    }
+}
+
+/// Quantizes one block of [`QK`] activations: `d = max|x| / 127`, each value rounded to
+/// the nearest multiple of `d` (ties to even). A block of zeros gets `d = 0`; a block
+/// holding a non-finite value is [`ActBlock::NON_FINITE`]. The definition every path's
+/// quantizer (`QLanes::quantize_block`) must equal bit for bit.
+#[inline(always)]
+pub(crate) fn quantize_block(xs: &[f32], b: &mut ActBlock) {
     // Round to nearest (ties to even) by adding and subtracting 1.5 * 2^23 (`f32::round`
     // is a library call without SSE4.1).
     const MAGIC: f32 = 12_582_912.0;
-    // Lane-wise maxima and checks over eight lanes, reduced once per block: a fold over
-    // the block is a chain of dependent scalar maxima that does not vectorize.
+    // Lane-wise maxima, checks and sums over eight lanes, reduced once.
     const L: usize = 8;
-    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let (mut lane_max, mut lane_bad) = ([0.0f32; L], [false; L]);
-        for c in xs.chunks_exact(L) {
-            for j in 0..L {
-                lane_max[j] = lane_max[j].max(c[j].abs());
-                lane_bad[j] |= !c[j].is_finite();
-            }
-        }
-        let amax = lane_max.iter().fold(0.0f32, |m, &v| m.max(v));
-        if lane_bad.iter().any(|&b| b) {
-            *b = ActBlock {
-                d: f32::NAN,
-                s: f32::NAN,
-                qsum: 0,
-                qsum_lo: 0,
-                q: [0; QK],
-            };
-            continue;
-        }
-        // `1 / d` as GGML computes it. A block whose scale is subnormal (|x| < ~1e-36)
-        // has no finite inverse: it quantizes to zeros with scale 0 (0 x inf is NaN).
-        let d = amax / 127.0;
-        let (d, inv) = match 1.0 / d {
-            inv if d > 0.0 && inv.is_finite() => (d, inv),
-            _ => (0.0, 0.0),
-        };
-        // The codes as f32 (whole numbers), summed per lane: exact, |sum| <= 32 x 127.
-        let mut r = [0.0f32; QK];
-        for (r, &v) in r.iter_mut().zip(xs) {
-            *r = ((v * inv + MAGIC) - MAGIC).clamp(-127.0, 127.0);
-        }
-        let mut half_sums = [[0.0f32; L]; 2];
-        for (h, half) in half_sums.iter_mut().zip(r.chunks_exact(QK / 2)) {
-            for c in half.chunks_exact(L) {
-                for j in 0..L {
-                    h[j] += c[j];
-                }
-            }
-        }
-        // Whole numbers of magnitude <= 16 x 127: the casts are exact.
-        #[allow(clippy::cast_possible_truncation)]
-        let [lo, hi] = half_sums.map(|h| h.iter().sum::<f32>() as i32);
-        let sum = lo + hi;
-        for (o, &v) in b.q.iter_mut().zip(&r) {
-            // SAFETY: `v` is finite (the block was checked and `inv` is finite) and a whole
-            // number in [-127, 127].
-            *o = unsafe { v.to_int_unchecked::<i8>() };
-        }
-        b.d = d;
-        b.qsum = sum;
-        b.qsum_lo = lo;
-        #[allow(clippy::cast_precision_loss)] // |sum| <= 32 * 127
-        {
-            b.s = d * sum as f32;
+    let xs = &xs[..QK];
+    let (mut lane_max, mut lane_bad) = ([0.0f32; L], [false; L]);
+    for c in xs.chunks_exact(L) {
+        for j in 0..L {
+            lane_max[j] = lane_max[j].max(c[j].abs());
+            lane_bad[j] |= !c[j].is_finite();
         }
     }
+    if lane_bad.iter().any(|&b| b) {
+        *b = ActBlock::NON_FINITE;
+        return;
+    }
+    let amax = lane_max.iter().fold(0.0f32, |m, &v| m.max(v));
+    let (d, inv) = act_scale(amax);
+    // The codes as f32 (whole numbers), summed per lane: exact, |sum| <= 32 x 127.
+    let mut r = [0.0f32; QK];
+    for (r, &v) in r.iter_mut().zip(xs) {
+        *r = ((v * inv + MAGIC) - MAGIC).clamp(-127.0, 127.0);
+    }
+    let mut half_sums = [[0.0f32; L]; 2];
+    for (h, half) in half_sums.iter_mut().zip(r.chunks_exact(QK / 2)) {
+        for c in half.chunks_exact(L) {
+            for j in 0..L {
+                h[j] += c[j];
+            }
+        }
+    }
+    // Whole numbers of magnitude <= 16 x 127: the casts are exact.
+    #[allow(clippy::cast_possible_truncation)]
+    let [lo, hi] = half_sums.map(|h| h.iter().sum::<f32>() as i32);
+    for (o, &v) in b.q.iter_mut().zip(&r) {
+        // SAFETY: `v` is finite (the block was checked and `inv` is finite) and a whole
+        // number in [-127, 127].
+        *o = unsafe { v.to_int_unchecked::<i8>() };
+    }
+    b.finish(d, lo, hi);
 }

@@ -19,7 +19,7 @@ use crate::cpu::entry::{run_int8, Int8Op};
 use crate::cpu::Cpu;
 use crate::error::{KernelError, Result};
 use crate::products::quant::blocks::{
-    dequantize, dequantize_packed_row, pack, quantize_row, ActBlock, QuantType, GROUP, QK,
+    dequantize, dequantize_packed_row, pack, ActBlock, QuantType, GROUP, QK,
 };
 use crate::products::quant::tile::{dispatch_type, run, QLanes, Task};
 use crate::products::split::{product_rows, split};
@@ -272,7 +272,7 @@ pub fn qlinear(
     Ok(())
 }
 
-/// Quantizes one activation row (its code vectorizes; compiled per integer path).
+/// Quantizes one activation row, block by block, with the path's quantizer.
 struct Quantize<'a> {
     x: &'a [f32],
     out: &'a mut [ActBlock],
@@ -282,8 +282,10 @@ impl Int8Op for Quantize<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn run<Q: QLanes, const RX: usize>(self, _: Q) {
-        quantize_row(self.x, self.out);
+    fn run<Q: QLanes, const RX: usize>(self, q: Q) {
+        for (b, xs) in self.out.iter_mut().zip(self.x.chunks_exact(QK)) {
+            q.quantize_block(xs, b);
+        }
     }
 }
 

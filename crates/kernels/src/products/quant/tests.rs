@@ -1,6 +1,6 @@
 #![allow(clippy::needless_range_loop)] // block layouts are clearest by index
 use super::*;
-use crate::products::quant::blocks::QK_K;
+use crate::products::quant::blocks::{quantize_block, QK_K};
 use crate::testing::every_path;
 
 fn data(len: usize, seed: u64) -> Vec<f32> {
@@ -78,7 +78,9 @@ fn reference(w: &QuantMatrix, x: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let mut xa = vec![ActBlock::default(); k / QK];
     let (mut exact, mut quantized, mut bound) = (vec![], vec![], vec![]);
     for xr in x.chunks_exact(k) {
-        quantize_row(xr, &mut xa);
+        for (b, xs) in xa.iter_mut().zip(xr.chunks_exact(QK)) {
+            quantize_block(xs, b);
+        }
         let xq: Vec<f64> = xa
             .iter()
             .flat_map(|b| b.q.map(|q| f64::from(b.d) * f64::from(q)))
@@ -305,6 +307,55 @@ fn bad_shapes_and_lengths_are_errors() {
     assert!(qlinear(Cpu::scalar(), &[0.0; 64], &w, &mut y, false).is_err());
     assert!(qlinear(Cpu::scalar(), &[0.0; 33], &w, &mut y, false).is_err());
     assert!(w.row_into(2, &mut [0.0; 32]).is_err());
+}
+
+/// Every path's activation quantizer equals the definition bit for bit: ordinary blocks,
+/// outliers, zeros, ties, values near the clamp, subnormal scales and non-finite values.
+#[test]
+fn every_path_quantizes_activations_as_the_definition() {
+    let mut blocks: Vec<[f32; QK]> = (0..64)
+        .map(|i| {
+            let d = data(QK, 100 + i);
+            std::array::from_fn(|j| d[j] * (1 << (i % 12)) as f32)
+        })
+        .collect();
+    blocks.push([0.0; QK]);
+    // Ties: amax 127 makes inv 1, so halves round to even.
+    blocks.push(std::array::from_fn(|j| {
+        if j == 0 {
+            127.0
+        } else {
+            j as f32 - 16.5
+        }
+    }));
+    blocks.push(std::array::from_fn(|j| if j == 3 { -1e-40 } else { 0.0 }));
+    blocks.push(std::array::from_fn(|j| [1e30, -3e38, f32::MAX][j % 3]));
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for at in [0, 13, 31] {
+            let mut b: [f32; QK] = std::array::from_fn(|j| j as f32);
+            b[at] = bad;
+            blocks.push(b);
+        }
+    }
+    let x: Vec<f32> = blocks.concat();
+    let mut want = vec![ActBlock::default(); blocks.len()];
+    for (b, xs) in want.iter_mut().zip(x.chunks_exact(QK)) {
+        quantize_block(xs, b);
+    }
+    let key = |b: &ActBlock| (b.d.to_bits(), b.s.to_bits(), b.qsum, b.qsum_lo, b.q);
+    every_path(|cpu| {
+        let mut got = vec![ActBlock::default(); blocks.len()];
+        run_int8(
+            cpu,
+            Quantize {
+                x: &x,
+                out: &mut got,
+            },
+        );
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(key(g), key(w), "{cpu}: block {i}: {:?}", &blocks[i]);
+        }
+    });
 }
 
 /// Activations so small that the block's scale is subnormal (its inverse overflows): the

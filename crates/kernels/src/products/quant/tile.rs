@@ -10,7 +10,7 @@
 //! sub-block scale) and the activation's `d`, and added to f32 accumulators with the
 //! minimum / offset term. The finished lanes are eight outputs: no horizontal sums.
 
-use crate::products::quant::blocks::{ActBlock, QuantType, GROUP, QK};
+use crate::products::quant::blocks::{quantize_block, ActBlock, QuantType, GROUP, QK};
 
 /// The weight type as a const parameter, so the per-type branches fold away.
 pub(crate) const T_Q4_0: u8 = 0;
@@ -81,6 +81,12 @@ pub(crate) trait QLanes: Copy {
     /// `a * b + c`.
     fn fma(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
     fn to_array(self, v: Self::F) -> [f32; GROUP];
+    /// Quantizes one block of `QK` activations (`xs` at least that long): bit for bit
+    /// [`quantize_block`], the default.
+    #[inline(always)]
+    fn quantize_block(self, xs: &[f32], b: &mut ActBlock) {
+        quantize_block(xs, b);
+    }
 }
 
 /// What one task computes: packed weight groups `w` (holding `n` real rows, `units`

@@ -3,16 +3,22 @@
 //! created only in their `#[target_feature]` entries (`cpu/entry.rs`), entered only for a
 //! [`crate::Cpu`] on that path; every `unsafe` relies on that.
 
-use crate::products::quant::blocks::GROUP;
+use crate::products::quant::blocks::{act_scale, ActBlock, GROUP, QK};
 use crate::products::quant::tile::QLanes;
 use std::arch::x86_64::{
-    __m256, __m256i, _mm256_abs_epi8, _mm256_add_epi32, _mm256_and_si256, _mm256_cvtepi32_ps,
-    _mm256_cvtepi8_epi32, _mm256_cvtepu8_epi32, _mm256_cvtph_ps, _mm256_dpbusd_epi32,
-    _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
-    _mm256_or_si256, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps,
-    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8, _mm256_sll_epi16, _mm256_srl_epi16,
-    _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_xor_si256, _mm_cvtsi32_si128,
-    _mm_loadl_epi64, _mm_loadu_si128,
+    __m128i, __m256, __m256i, _mm256_abs_epi8, _mm256_add_epi32, _mm256_and_si256,
+    _mm256_castps256_ps128, _mm256_castps_si256, _mm256_castsi256_ps, _mm256_castsi256_si128,
+    _mm256_cmpgt_epi32, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_cvtepu8_epi32,
+    _mm256_cvtph_ps, _mm256_cvtps_epi32, _mm256_dpbusd_epi32, _mm256_extractf128_ps,
+    _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_max_epi32, _mm256_max_ps, _mm256_min_epi32,
+    _mm256_movemask_epi8, _mm256_mul_ps, _mm256_or_si256, _mm256_packs_epi16, _mm256_packs_epi32,
+    _mm256_permutevar8x32_epi32, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8,
+    _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8,
+    _mm256_sll_epi16, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_storeu_si256,
+    _mm256_sub_epi32, _mm256_xor_si256, _mm_add_epi32, _mm_cvtsi128_si32, _mm_cvtsi32_si128,
+    _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_max_ps, _mm_max_ss, _mm_movehl_ps,
+    _mm_shuffle_epi32, _mm_shuffle_ps,
 };
 
 macro_rules! common_ops {
@@ -110,6 +116,66 @@ macro_rules! common_ops {
             // SAFETY: 8 writable f32; unaligned store.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
             out
+        }
+        #[inline(always)]
+        fn quantize_block(self, xs: &[f32], b: &mut ActBlock) {
+            assert!(xs.len() >= QK);
+            // No closures below: a closure does not inherit the entry's target features,
+            // so the intrinsics inside it would become calls.
+            // SAFETY: 32 readable f32 checked above (unaligned loads), 32 writable bytes in
+            // `b.q`; AVX2 by the token.
+            unsafe {
+                let p = xs.as_ptr();
+                let abs = _mm256_set1_epi32(0x7fff_ffff);
+                // Magnitudes as bits: above those of the largest finite value is inf or NaN.
+                let max_finite = _mm256_set1_epi32(0x7f7f_ffff);
+                let mut v = [_mm256_setzero_ps(); 4];
+                let mut a = [_mm256_setzero_ps(); 4];
+                let mut bad = _mm256_setzero_si256();
+                for i in 0..4 {
+                    v[i] = _mm256_loadu_ps(p.add(8 * i));
+                    let bits = _mm256_and_si256(_mm256_castps_si256(v[i]), abs);
+                    bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(bits, max_finite));
+                    a[i] = _mm256_castsi256_ps(bits);
+                }
+                if _mm256_movemask_epi8(bad) != 0 {
+                    *b = ActBlock::NON_FINITE;
+                    return;
+                }
+                let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+                let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+                let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                let m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+                let (d, inv) = act_scale(_mm_cvtss_f32(m));
+                // Round to nearest even (the default rounding mode), as the definition's
+                // 1.5 * 2^23 trick; |x * inv| <= 127 plus rounding, clamped as it clamps.
+                let inv = _mm256_set1_ps(inv);
+                let (hi, lo) = (_mm256_set1_epi32(127), _mm256_set1_epi32(-127));
+                let mut q = [_mm256_setzero_si256(); 4];
+                for i in 0..4 {
+                    let r = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));
+                    q[i] = _mm256_max_epi32(_mm256_min_epi32(r, hi), lo);
+                }
+                // Packing interleaves 128-bit lanes: dwords come out as values 0-3, 8-11,
+                // 16-19, 24-27, 4-7, 12-15, 20-23, 28-31; one permutation restores the order.
+                let packed = _mm256_packs_epi16(
+                    _mm256_packs_epi32(q[0], q[1]),
+                    _mm256_packs_epi32(q[2], q[3]),
+                );
+                let packed =
+                    _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                _mm256_storeu_si256(b.q.as_mut_ptr().cast(), packed);
+                let mut sums = [0i32; 2];
+                for (h, sum) in sums.iter_mut().enumerate() {
+                    let v = _mm256_add_epi32(q[2 * h], q[2 * h + 1]);
+                    let s: __m128i =
+                        _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+                    *sum = _mm_cvtsi128_si32(s);
+                }
+                b.finish(d, sums[0], sums[1]);
+            }
         }
     };
 }
