@@ -195,7 +195,7 @@ pub fn run(args: &ModelArgs) -> Result<()> {
         println!(
             "peaks per thread: f32 FMA {:.0} GFLOP/s | int8 dot ({}) {:.0} GMAC/s | bf16 dot {} | DRAM read {:.1} GB/s ({threads} threads)",
             p.fma_gflops,
-            int8_path(cpu),
+            Cpu::int8_instruction(cpu),
             p.int8_gmacs,
             p.bf16_gmacs
                 .map_or_else(|| "none".to_string(), |g| format!("{g:.0} GMAC/s")),
@@ -270,15 +270,6 @@ pub fn run(args: &ModelArgs) -> Result<()> {
         draw(p, &report)?;
     }
     Ok(())
-}
-
-/// The name of the int8 product path `cpu` runs.
-fn int8_path(cpu: Cpu) -> &'static str {
-    match cpu.isa() {
-        _ if cpu.vnni() => "vpdpbusd",
-        pagedattn_kernels::Isa::Avx512 | pagedattn_kernels::Isa::Avx2 => "vpmaddubsw",
-        _ => "scalar",
-    }
 }
 
 /// Probes the machine: single-thread peaks and the pool's read bandwidth.

@@ -95,6 +95,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let path = model_or_default(args.model.as_deref())?;
     let model = Model::load(&path, LoadOptions { dtype: weights })
         .map_err(|e| anyhow!("cannot load model {}: {e}", path.display()))?;
+    let cpu = model.cpu();
     let tokenizer = Arc::new(
         model
             .require_tokenizer()
@@ -149,6 +150,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         tracing::info!(
             model = %name,
             file = %path.display(),
+            weights = %weights.name(),
+            kv_dtype = %kv_dtype,
+            code_path = %cpu,
+            int8_products = %cpu.int8_instruction(),
+            bf16_products = %cpu.bf16_instruction(),
+            threads = rayon::current_num_threads(),
             max_model_len = state.engine.max_model_len(),
             kv_budget_bytes = kv_budget,
             "serving on http://{local}"

@@ -288,6 +288,26 @@ impl Cpu {
     pub const fn bf16(self) -> bool {
         self.bf16
     }
+
+    /// The instruction the int8 (quantized) products run on this path: `vpdpbusd` (AVX-512
+    /// VNNI), `vpmaddubsw` (AVX2, also under AVX-512 without VNNI) or `scalar`.
+    pub const fn int8_instruction(self) -> &'static str {
+        match self.isa {
+            _ if self.vnni => "vpdpbusd",
+            Isa::Avx512 | Isa::Avx2 => "vpmaddubsw",
+            _ => "scalar",
+        }
+    }
+
+    /// The instruction bf16 products run on this path: `vdpbf16ps` (AVX-512 BF16), else the
+    /// f32 FMA on widened values (`fma`, or `scalar`).
+    pub const fn bf16_instruction(self) -> &'static str {
+        match self.isa {
+            _ if self.bf16 => "vdpbf16ps",
+            Isa::Avx512 | Isa::Avx2 | Isa::Neon => "fma",
+            Isa::Scalar => "scalar",
+        }
+    }
 }
 
 impl fmt::Display for Cpu {
@@ -329,5 +349,24 @@ mod tests {
         assert!(Cpu::parse("avx9").is_err());
         assert!(Cpu::parse("scalar+vnni").is_err());
         assert!(Cpu::parse("avx512+fast").is_err());
+    }
+
+    #[test]
+    fn each_path_names_the_instructions_its_products_run() {
+        assert_eq!(Cpu::scalar().int8_instruction(), "scalar");
+        assert_eq!(Cpu::scalar().bf16_instruction(), "scalar");
+        for cpu in Cpu::paths() {
+            let int8 = match cpu.to_string() {
+                s if s.contains("vnni") => "vpdpbusd",
+                s if s.starts_with("avx") => "vpmaddubsw",
+                _ => "scalar",
+            };
+            assert_eq!(cpu.int8_instruction(), int8, "{cpu}");
+            assert_eq!(
+                cpu.bf16_instruction() == "vdpbf16ps",
+                cpu.to_string().ends_with("+bf16"),
+                "{cpu}"
+            );
+        }
     }
 }
