@@ -30,7 +30,7 @@ use pagedattn_kernels::{
     bf16_peak_gmacs, fma_peak_gflops, int8_peak_gmacs, Batch, Cpu, KvCache, KvLocation, LogitsFor,
 };
 use pagedattn_kv::BlockId;
-use pagedattn_model::{LoadOptions, Model};
+use pagedattn_model::{LoadOptions, Matrix, Model};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -39,6 +39,8 @@ const BLOCK_SIZE: usize = 16;
 /// Prompt before the timed decode steps, and the steps timed.
 const DECODE_PROMPT: usize = 128;
 const DECODE_STEPS: usize = 128;
+/// The mean context of the timed decode steps (the roofline reads this much K/V).
+const MEAN_CONTEXT: f64 = (DECODE_PROMPT + DECODE_STEPS / 2) as f64;
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -88,6 +90,39 @@ struct Peaks {
     int8_gmacs: f64,
     bf16_gmacs: Option<f64>,
     read_gbps: f64,
+}
+
+/// The arithmetic a matrix's products run on, in the order a step's roofline prefers them
+/// (the int8 products where there are any, else bf16, else f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Path {
+    Int8,
+    Bf16,
+    F32,
+}
+
+impl Path {
+    fn of(m: &Matrix) -> Self {
+        if m.is_quantized() {
+            Self::Int8
+        } else if m.dtype_name() == "bf16" {
+            Self::Bf16
+        } else {
+            Self::F32
+        }
+    }
+}
+
+impl Peaks {
+    /// One thread's peak multiply-adds per second (G) on `path` (bf16 products without
+    /// AVX-512 BF16 widen to f32 FMAs).
+    fn gmacs(&self, path: Path) -> f64 {
+        match path {
+            Path::Int8 => self.int8_gmacs,
+            Path::Bf16 => self.bf16_gmacs.unwrap_or(self.fma_gflops / 2.0),
+            Path::F32 => self.fma_gflops / 2.0,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -195,7 +230,7 @@ pub fn run(args: &ModelArgs) -> Result<()> {
         println!(
             "peaks per thread: f32 FMA {:.0} GFLOP/s | int8 dot ({}) {:.0} GMAC/s | bf16 dot {} | DRAM read {:.1} GB/s ({threads} threads)",
             p.fma_gflops,
-            Cpu::int8_instruction(cpu),
+            cpu.int8_instruction(),
             p.int8_gmacs,
             p.bf16_gmacs
                 .map_or_else(|| "none".to_string(), |g| format!("{g:.0} GMAC/s")),
@@ -301,22 +336,14 @@ impl Roofline {
     fn new(model: &Model, peaks: Peaks, threads: usize, dtype: pagedattn_kernels::DType) -> Self {
         let c = model.config();
         let products = model.products();
-        let quantized = products.iter().any(|(_, m, _)| m.is_quantized());
-        let bf16 = products.iter().any(|(_, m, _)| m.dtype_name() == "bf16");
-        let path_gmacs = if quantized {
-            peaks.int8_gmacs
-        } else if bf16 && peaks.bf16_gmacs.is_some() {
-            peaks.bf16_gmacs.unwrap_or(0.0)
-        } else {
-            peaks.fma_gflops / 2.0
-        };
-        let context = (DECODE_PROMPT + DECODE_STEPS / 2) as f64;
+        let path = products.iter().map(|(_, m, _)| Path::of(m)).min();
+        let path_gmacs = peaks.gmacs(path.unwrap_or(Path::F32));
         let mut macs: f64 = products
             .iter()
             .map(|(_, m, n)| (m.rows() * m.cols() * n) as f64)
             .sum();
         // Scores and weighted values: 2 x context x q_dim per layer.
-        macs += 2.0 * context * (c.q_dim() * c.num_layers) as f64;
+        macs += 2.0 * MEAN_CONTEXT * (c.q_dim() * c.num_layers) as f64;
         Self {
             peaks,
             threads,
@@ -333,8 +360,7 @@ impl Roofline {
     /// Reading the weights and `batch` sequences' K/V (at the mean context of the decode
     /// test) from DRAM, milliseconds.
     fn memory_ms(&self, batch: usize) -> f64 {
-        let context = (DECODE_PROMPT + DECODE_STEPS / 2) as f64;
-        let bytes = self.weight_bytes + batch as f64 * context * self.kv_bytes_per_token;
+        let bytes = self.weight_bytes + batch as f64 * MEAN_CONTEXT * self.kv_bytes_per_token;
         bytes / (self.peaks.read_gbps * 1e9) * 1e3
     }
 
@@ -361,17 +387,7 @@ fn time_products(
         "\n{:<8} {:>6} {:>12} {:>6} {:>9} {:>8} {:>7} {:>7}",
         "product", "type", "shape", "batch", "µs/call", "GMAC/s", "%peak", "%step"
     );
-    let peak = |m: &pagedattn_model::Matrix| {
-        if m.is_quantized() {
-            roof.peaks.int8_gmacs
-        } else if m.dtype_name() == "bf16" {
-            roof.peaks
-                .bf16_gmacs
-                .unwrap_or(roof.peaks.fma_gflops / 2.0)
-        } else {
-            roof.peaks.fma_gflops / 2.0
-        }
-    } * roof.threads as f64;
+    let peak = |m: &Matrix| roof.peaks.gmacs(Path::of(m)) * roof.threads as f64;
     let mut out = Vec::new();
     for &b in batches {
         let step_ms = decode.iter().find(|d| d.batch == b).map(|d| d.step_ms);

@@ -50,29 +50,22 @@ fn sum_loop<L: Lanes>(isa: L, data: &[f32]) -> f32 {
 /// Peak single-thread f32 FMA throughput on `cpu`'s path, in GFLOP/s (2 flops per lane per
 /// FMA), measured over about `seconds`.
 pub fn fma_peak_gflops(cpu: Cpu, seconds: f64) -> f64 {
-    let run = |iters: usize| {
-        let t = Instant::now();
-        let r = run_lanes(cpu, FmaProbe { iters });
-        std::hint::black_box(r);
-        t.elapsed().as_secs_f64()
-    };
-    let mut iters = 1 << 16;
-    while run(iters) < seconds / 10.0 && iters < 1 << 34 {
-        iters *= 2;
-    }
-    let best = (0..5).map(|_| run(iters)).fold(f64::INFINITY, f64::min);
-    (iters * CHAINS * cpu.isa().lanes() * 2) as f64 / best / 1e9
+    let flops = |iters: usize| (iters * CHAINS * cpu.isa().lanes() * 2) as f64;
+    best_rate(seconds, 1 << 16, flops, |iters| {
+        std::hint::black_box(run_lanes(cpu, FmaProbe { iters }));
+    })
 }
 
-/// Times `f(iters)` (which does `work(iters)` operations) with `iters` doubled until a call
-/// takes a tenth of `seconds`, then best of five: operations per second / 1e9.
-fn best_rate(seconds: f64, work: impl Fn(usize) -> f64, f: impl Fn(usize)) -> f64 {
+/// Times `f(iters)` (which does `work(iters)` operations) with `iters`, from `start`,
+/// doubled until a call takes a tenth of `seconds`, then best of five: operations per
+/// second / 1e9.
+fn best_rate(seconds: f64, start: usize, work: impl Fn(usize) -> f64, f: impl Fn(usize)) -> f64 {
     let run = |iters: usize| {
         let t = Instant::now();
         f(iters);
         t.elapsed().as_secs_f64()
     };
-    let mut iters = 1 << 12;
+    let mut iters = start;
     while run(iters) < seconds / 10.0 && iters < 1 << 34 {
         iters *= 2;
     }
@@ -86,7 +79,7 @@ fn best_rate(seconds: f64, work: impl Fn(usize) -> f64, f: impl Fn(usize)) -> f6
 pub fn int8_peak_gmacs(cpu: Cpu, seconds: f64) -> f64 {
     // Each step: CHAINS dot products of 8 lanes x 4 byte pairs.
     let macs = |iters: usize| (iters * CHAINS * GROUP * 4) as f64;
-    best_rate(seconds, macs, |iters| {
+    best_rate(seconds, 1 << 12, macs, |iters| {
         std::hint::black_box(run_int8(cpu, Int8Probe { iters }));
     })
 }
@@ -98,7 +91,7 @@ pub fn bf16_peak_gmacs(cpu: Cpu, seconds: f64) -> Option<f64> {
         return None;
     }
     let macs = |iters: usize| (iters * CHAINS * 32) as f64;
-    Some(best_rate(seconds, macs, |iters| {
+    Some(best_rate(seconds, 1 << 12, macs, |iters| {
         std::hint::black_box(run_bf16(cpu, Bf16Probe { iters }));
     }))
 }

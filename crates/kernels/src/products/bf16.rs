@@ -180,10 +180,12 @@ pub(crate) fn dot_chains<const C: usize>(_: Bf16Dot, iters: usize) -> f32 {
                 *a = _mm512_dpbf16_ps(*a, w, x);
             }
         }
+        // A loop, not a fold: a closure would not inherit the entry's target features.
+        let mut total = _mm512_setzero_ps();
+        for a in acc {
+            total = _mm512_add_ps(total, a);
+        }
         let mut out = [0.0f32; 16];
-        let total = acc
-            .iter()
-            .fold(_mm512_setzero_ps(), |t, &a| _mm512_add_ps(t, a));
         _mm512_storeu_ps(out.as_mut_ptr(), total);
         out.iter().sum()
     }
