@@ -59,10 +59,9 @@ fn generate(
     )
 }
 
-fn check(model: &Arc<Model>, n: usize, max_tokens: usize) {
-    let ps = prompts(n, model.config().vocab_size as u32);
-    let alone: Vec<Vec<u32>> = ps
-        .iter()
+/// Each prompt's greedy tokens, run alone in its own engine.
+fn each_alone(model: &Arc<Model>, ps: &[Vec<u32>], max_tokens: usize) -> Vec<Vec<u32>> {
+    ps.iter()
         .map(|p| {
             generate(
                 model,
@@ -74,7 +73,12 @@ fn check(model: &Arc<Model>, n: usize, max_tokens: usize) {
             .0
             .remove(0)
         })
-        .collect();
+        .collect()
+}
+
+fn check(model: &Arc<Model>, n: usize, max_tokens: usize) {
+    let ps = prompts(n, model.config().vocab_size as u32);
+    let alone = each_alone(model, &ps, max_tokens);
     for policy in KvPolicy::ALL {
         let (got, _) = generate(model, policy, 4096, &ps, max_tokens);
         assert_eq!(got, alone, "{policy}: batched output differs from alone");
@@ -116,19 +120,7 @@ fn smollm2_native_batch_of_16_gives_each_sequence_its_tokens_alone() {
     let (n, max_tokens) = (16, 24);
     let model = smollm2(WeightDType::Native);
     let ps = prompts(n, model.config().vocab_size as u32);
-    let alone: Vec<Vec<u32>> = ps
-        .iter()
-        .map(|p| {
-            let (mut out, _) = generate(
-                &model,
-                KvPolicy::Paged,
-                4096,
-                std::slice::from_ref(p),
-                max_tokens,
-            );
-            out.remove(0)
-        })
-        .collect();
+    let alone = each_alone(&model, &ps, max_tokens);
     let (got, totals) = generate(&model, KvPolicy::Paged, 4096, &ps, max_tokens);
     // Together, 620 prompt tokens and 16 x 24 decode tokens at 64 per step take about 40
     // steps; one sequence at a time they would take at least 16 x 24 = 384.
