@@ -12,6 +12,7 @@ mod generate;
 mod machine;
 mod model_file;
 mod perplexity;
+mod roofline;
 mod serve;
 
 use clap::{Parser, Subcommand};
